@@ -1,0 +1,18 @@
+//! Herald's schema, as sea-orm migrations that run unchanged on SQLite and PostgreSQL.
+//!
+//! Times are stored as microseconds since the Unix epoch (BIGINT): they sort and compare
+//! the same way on both databases, which text timestamps in SQLite do not.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_init;
+
+/// Every migration, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_init::Migration)]
+    }
+}

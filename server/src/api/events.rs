@@ -1,0 +1,294 @@
+//! `herald.v1.EventService`.
+
+use std::{pin::Pin, time::Duration};
+
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    auth::Access,
+    catalog::catalog,
+    convert,
+    error::{Error, Result},
+    filter::Filter,
+    ids::{self, Kind},
+    proto::{
+        self, GetEventRequest, ListEventTypesRequest, ListEventTypesResponse, ListEventsRequest,
+        ListEventsResponse, PublishBatchRequest, PublishBatchResponse, PublishError,
+        PublishRequest, PublishResponse, PublishStreamRequest, PublishStreamResponse,
+        SubscribeRequest, SubscribeResponse, event_service_server::EventService,
+        publish_stream_response, subscribe_request,
+    },
+    publish,
+    state::State,
+    store::{
+        events::{Committed, EventQuery},
+        page::Page,
+    },
+    tail::{self, Start, Tail},
+    time,
+};
+
+/// Most events in one `PublishBatch`.
+pub const MAX_BATCH: usize = 1000;
+/// Stream items validated and queued ahead of the one being answered.
+const STREAM_PIPELINE: usize = 64;
+
+pub struct EventApi {
+    state: State,
+}
+
+impl EventApi {
+    pub fn new(state: State) -> Self {
+        EventApi { state }
+    }
+}
+
+fn response(c: Committed) -> PublishResponse {
+    PublishResponse {
+        event: Some(convert::event(&c.event)),
+        duplicate: c.duplicate,
+        deliveries: c.deliveries,
+    }
+}
+
+/// Publishes one request on behalf of an already authenticated principal.
+async fn publish_one(
+    state: &State,
+    principal: &crate::auth::Principal,
+    req: PublishRequest,
+) -> Result<PublishResponse> {
+    let tenant = principal.tenant_for(&req.tenant_id, Access::Publish)?;
+    let new = publish::validate(&tenant, req, state.config.max_payload_bytes)?;
+    state.store.require_tenant(&tenant).await?;
+    let mut committed = state.writer.submit(vec![new]).await?;
+    let one = committed
+        .pop()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("writer returned no result")))?;
+    Ok(response(one))
+}
+
+fn start_of(req: &SubscribeRequest) -> Result<Start> {
+    Ok(match &req.start {
+        None | Some(subscribe_request::Start::Live(_)) => Start::Live,
+        Some(subscribe_request::Start::Earliest(_)) => Start::Earliest,
+        Some(subscribe_request::Start::AfterCursor(c)) => {
+            Start::AfterSeq(tail::decode_cursor("after_cursor", c)?)
+        }
+        Some(subscribe_request::Start::Since(ts)) => {
+            Start::SinceMicros(time::from_timestamp("since", ts)?)
+        }
+    })
+}
+
+fn environment_filter(env: &str) -> Result<Option<String>> {
+    publish::validate::validate_environment("environment", env)?;
+    Ok((!env.is_empty()).then(|| env.to_string()))
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl EventService for EventApi {
+    async fn publish(
+        &self,
+        request: Request<PublishRequest>,
+    ) -> Result<Response<PublishResponse>, Status> {
+        let principal = self.state.principal(&request).await?;
+        let res = publish_one(&self.state, &principal, request.into_inner()).await?;
+        Ok(Response::new(res))
+    }
+
+    async fn publish_batch(
+        &self,
+        request: Request<PublishBatchRequest>,
+    ) -> Result<Response<PublishBatchResponse>, Status> {
+        let principal = self.state.principal(&request).await?;
+        let items = request.into_inner().events;
+        if items.is_empty() {
+            return Err(Error::invalid("events", "must hold at least one event").into());
+        }
+        if items.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "events",
+                format!("holds {} events, more than the limit of {MAX_BATCH}", items.len()),
+            )
+            .into());
+        }
+        let mut new = Vec::with_capacity(items.len());
+        let mut tenants = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let prefix = format!("events[{i}]");
+            let tenant = principal
+                .tenant_for(&item.tenant_id, Access::Publish)
+                .map_err(|e| e.within(&prefix))?;
+            if !tenants.contains(&tenant) {
+                tenants.push(tenant.clone());
+            }
+            let event = publish::validate(&tenant, item, self.state.config.max_payload_bytes)
+                .map_err(|e| e.within(&prefix))?;
+            new.push(event);
+        }
+        for tenant in &tenants {
+            self.state.store.require_tenant(tenant).await?;
+        }
+        let committed = self.state.writer.submit(new).await?;
+        Ok(Response::new(PublishBatchResponse {
+            results: committed.into_iter().map(response).collect(),
+        }))
+    }
+
+    type PublishStreamStream = BoxStream<PublishStreamResponse>;
+
+    async fn publish_stream(
+        &self,
+        request: Request<Streaming<PublishStreamRequest>>,
+    ) -> Result<Response<Self::PublishStreamStream>, Status> {
+        let principal = self.state.principal(&request).await?;
+        let state = self.state.clone();
+        let incoming = request.into_inner();
+        // `buffered` keeps answers in request order while up to STREAM_PIPELINE items
+        // are in flight, so they share group commits; it also bounds what we read
+        // ahead, which is the stream's flow control.
+        let answers = incoming
+            .map(move |item| {
+                let state = state.clone();
+                let principal = principal.clone();
+                async move {
+                    let item = match item {
+                        Ok(item) => item,
+                        Err(status) => return Err(status),
+                    };
+                    let request_id = item.request_id;
+                    let result = match item.event {
+                        None => Err(Error::invalid("event", "is required")),
+                        Some(event) => publish_one(&state, &principal, event).await,
+                    };
+                    let result = match result {
+                        Ok(published) => publish_stream_response::Result::Published(published),
+                        Err(err) => {
+                            let status = Status::from(err);
+                            publish_stream_response::Result::Error(PublishError {
+                                code: status.code() as i32,
+                                message: status.message().to_string(),
+                            })
+                        }
+                    };
+                    Ok(PublishStreamResponse {
+                        request_id,
+                        result: Some(result),
+                    })
+                }
+            })
+            .buffered(STREAM_PIPELINE);
+        Ok(Response::new(Box::pin(answers)))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let (_, tenant) = self
+            .state
+            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Read)
+            .await?;
+        let req = request.into_inner();
+        let filter = Filter::parse("filters", &req.filters)?;
+        let start = start_of(&req)?;
+        let tail = Tail {
+            store: self.state.store.clone(),
+            bus: self.state.bus.clone(),
+            query: EventQuery {
+                tenant_id: tenant,
+                types: filter.names(),
+                environment: environment_filter(&req.environment)?,
+            },
+            filter,
+            start,
+            heartbeat: Duration::from_secs(self.state.config.heartbeat_interval_secs),
+            shutdown: self.state.shutdown.clone(),
+        };
+        Ok(Response::new(tail.spawn()))
+    }
+
+    async fn get_event(
+        &self,
+        request: Request<GetEventRequest>,
+    ) -> Result<Response<proto::Event>, Status> {
+        let (_, tenant) = self
+            .state
+            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Read)
+            .await?;
+        let id = ids::parse(Kind::Event, "id", &request.get_ref().id)?;
+        let event = self
+            .state
+            .store
+            .get_event(&tenant, id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("event '{id}' not found")))?;
+        Ok(Response::new(convert::event(&event)))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
+        let (_, tenant) = self
+            .state
+            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Read)
+            .await?;
+        let req = request.into_inner();
+        let filter = Filter::parse("filters", &req.filters)?;
+        let page = Page::parse(req.page_size, &req.page_token)?;
+        let after = req
+            .received_after
+            .as_ref()
+            .map(|t| time::from_timestamp("received_after", t))
+            .transpose()?;
+        let before = req
+            .received_before
+            .as_ref()
+            .map(|t| time::from_timestamp("received_before", t))
+            .transpose()?;
+        let query = EventQuery {
+            tenant_id: tenant,
+            types: filter.names(),
+            environment: environment_filter(&req.environment)?,
+        };
+        let (events, next) = self
+            .state
+            .store
+            .list_events(&query, after, before, &page)
+            .await?;
+        Ok(Response::new(ListEventsResponse {
+            events: events.iter().map(convert::event).collect(),
+            next_page_token: next,
+        }))
+    }
+
+    async fn list_event_types(
+        &self,
+        request: Request<ListEventTypesRequest>,
+    ) -> Result<Response<ListEventTypesResponse>, Status> {
+        self.state.principal(&request).await?;
+        let req = request.into_inner();
+        let filter = Filter::parse("filters", &req.filters)?;
+        let page = Page::parse_with_default(req.page_size, &req.page_token, 100)?;
+        let start = page.after_i64()?.unwrap_or(0);
+        let rows: Vec<_> = catalog()
+            .all()
+            .iter()
+            .filter(|t| i64::from(t.r#type) > start && filter.matches(&t.name))
+            .take(page.size as usize + 1)
+            .cloned()
+            .collect();
+        let (event_types, next) = page.finish(rows, |t| t.r#type.to_string());
+        Ok(Response::new(ListEventTypesResponse {
+            event_types,
+            next_page_token: next,
+        }))
+    }
+}

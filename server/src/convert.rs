@@ -1,0 +1,120 @@
+//! Stored rows to protobuf messages.
+
+use crate::{
+    auth::Role,
+    catalog::catalog,
+    json::json_to_struct,
+    proto,
+    store::entities::{api_key, endpoint, event, tenant},
+    tail::encode_cursor,
+    time::to_timestamp,
+};
+
+pub fn event(m: &event::Model) -> proto::Event {
+    let payload = serde_json::from_str(&m.payload)
+        .ok()
+        .and_then(|json| json_to_struct(&json));
+    proto::Event {
+        id: m.id.clone(),
+        r#type: catalog()
+            .by_name(&m.event_type)
+            .map(|t| t.r#type)
+            .unwrap_or_default(),
+        type_name: m.event_type.clone(),
+        tenant_id: m.tenant_id.clone(),
+        environment: m.environment.clone(),
+        occurred_at: Some(to_timestamp(m.occurred_at)),
+        received_at: Some(to_timestamp(m.received_at)),
+        payload,
+        payload_json: m.payload.clone(),
+        idempotency_key: m.idempotency_key.clone().unwrap_or_default(),
+        cursor: encode_cursor(m.seq),
+    }
+}
+
+pub fn tenant(m: &tenant::Model) -> proto::Tenant {
+    proto::Tenant {
+        id: m.id.clone(),
+        name: m.name.clone(),
+        public_key: m.public_key.clone(),
+        created_at: Some(to_timestamp(m.created_at)),
+    }
+}
+
+pub fn api_key(m: &api_key::Model) -> proto::ApiKey {
+    proto::ApiKey {
+        id: m.id.clone(),
+        tenant_id: m.tenant_id.clone().unwrap_or_default(),
+        role: Role::parse(&m.role)
+            .map(|r| r.to_proto() as i32)
+            .unwrap_or_default(),
+        name: m.name.clone(),
+        prefix: m.prefix.clone(),
+        created_at: Some(to_timestamp(m.created_at)),
+        revoked_at: m.revoked_at.map(to_timestamp),
+    }
+}
+
+pub fn format_from_proto(value: proto::WebhookFormat) -> Option<&'static str> {
+    match value {
+        proto::WebhookFormat::Unspecified => None,
+        proto::WebhookFormat::Keygen => Some("keygen"),
+        proto::WebhookFormat::Standard => Some("standard"),
+    }
+}
+
+pub fn scheme_from_proto(value: proto::SignatureScheme) -> Option<&'static str> {
+    match value {
+        proto::SignatureScheme::Unspecified => None,
+        proto::SignatureScheme::Keygen => Some("keygen"),
+        proto::SignatureScheme::StandardWebhooks => Some("standard-webhooks"),
+    }
+}
+
+pub fn algorithm_from_proto(value: proto::KeygenAlgorithm) -> Option<&'static str> {
+    match value {
+        proto::KeygenAlgorithm::Unspecified => None,
+        proto::KeygenAlgorithm::Ed25519 => Some("ed25519"),
+        proto::KeygenAlgorithm::RsaPssSha256 => Some("rsa-pss-sha256"),
+        proto::KeygenAlgorithm::RsaSha256 => Some("rsa-sha256"),
+    }
+}
+
+pub fn endpoint(m: &endpoint::Model) -> proto::Endpoint {
+    let format = match m.format.as_str() {
+        "standard" => proto::WebhookFormat::Standard,
+        _ => proto::WebhookFormat::Keygen,
+    };
+    let schemes = m
+        .scheme_list()
+        .iter()
+        .map(|s| match s.as_str() {
+            "keygen" => proto::SignatureScheme::Keygen as i32,
+            "standard-webhooks" => proto::SignatureScheme::StandardWebhooks as i32,
+            _ => proto::SignatureScheme::Unspecified as i32,
+        })
+        .collect();
+    let algorithm = match m.keygen_algorithm.as_str() {
+        "rsa-pss-sha256" => proto::KeygenAlgorithm::RsaPssSha256,
+        "rsa-sha256" => proto::KeygenAlgorithm::RsaSha256,
+        _ => proto::KeygenAlgorithm::Ed25519,
+    };
+    proto::Endpoint {
+        id: m.id.clone(),
+        tenant_id: m.tenant_id.clone(),
+        url: m.url.clone(),
+        filters: m.filter_list(),
+        enabled: m.enabled,
+        disabled_reason: m.disabled_reason.clone(),
+        description: m.description.clone(),
+        metadata: serde_json::from_str(&m.metadata).unwrap_or_default(),
+        environment: m.environment.clone(),
+        signing: Some(proto::SigningSettings {
+            format: format as i32,
+            schemes,
+            keygen_algorithm: algorithm as i32,
+        }),
+        created_at: Some(to_timestamp(m.created_at)),
+        updated_at: Some(to_timestamp(m.updated_at)),
+    }
+}

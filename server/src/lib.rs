@@ -1,0 +1,28 @@
+//! Herald: stores the platform's events and delivers them to gRPC tails and (with the
+//! delivery worker) signed webhooks. See ARCHITECTURE.md for the map of modules.
+
+pub mod api;
+pub mod auth;
+pub mod bus;
+pub mod catalog;
+pub mod config;
+pub mod convert;
+pub mod error;
+pub mod filter;
+pub mod ids;
+pub mod json;
+pub mod publish;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod tail;
+pub mod time;
+
+/// Generated protobuf types and tonic stubs for `herald.v1`.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("herald.v1");
+
+    /// The encoded descriptors of `proto/`, custom options included.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");
+}

@@ -1,0 +1,94 @@
+//! The `herald` command: `serve` (the default), `migrate`, `version`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use herald::{config::Config, server, store::Store};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "herald", version, about = "Event delivery over gRPC tails and signed webhooks")]
+struct Cli {
+    /// TOML configuration file (also HERALD_CONFIG).
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the version and exit.
+    Version,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Version = command {
+        println!("herald {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            std::process::exit(2);
+        }
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    tracing::info!(config = %config.redacted(), "effective configuration");
+
+    match command {
+        Command::Migrate => {
+            let store = Store::connect(config.database_url.expose()).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Serve => serve(config).await?,
+        Command::Version => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = server::start(config).await?;
+    if let Some(key) = &running.generated_admin_key {
+        // Printed, not logged: a log pipeline must never carry a secret.
+        println!(
+            "\nNo admin key was configured, so one was generated. It is shown only once:\n\n    {key}\n\nUse it as `authorization: Bearer {key}`.\n"
+        );
+    }
+    let token = running.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight calls");
+        token.cancel();
+    });
+    running.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

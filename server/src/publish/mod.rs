@@ -1,0 +1,8 @@
+//! Publishing: request validation (`validate`) and the group-commit writer (`writer`)
+//! that stores events with their deliveries and then feeds live tails.
+
+pub mod validate;
+pub mod writer;
+
+pub use validate::validate;
+pub use writer::Writer;

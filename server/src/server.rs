@@ -1,0 +1,185 @@
+//! Assembles and runs the gRPC server: storage, the writer, the live bus, the three
+//! Herald services, health and reflection (v1 and v1alpha, for grpcurl 1.8).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::{
+    api::{admin::AdminApi, endpoints::EndpointApi, events::EventApi},
+    bus::Bus,
+    config::Config,
+    proto::{
+        self, admin_service_server::AdminServiceServer,
+        endpoint_service_server::EndpointServiceServer, event_service_server::EventServiceServer,
+    },
+    publish::Writer,
+    state::AppState,
+    store::Store,
+};
+
+/// Largest gRPC message accepted: a full `PublishBatch` of typical payloads fits.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+const HEALTH_PROBE_EVERY: Duration = Duration::from_secs(5);
+const SERVICE_NAMES: [&str; 3] = [
+    "herald.v1.EventService",
+    "herald.v1.EndpointService",
+    "herald.v1.AdminService",
+];
+
+/// A server started by [`start`].
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// The admin key generated at start-up, when none was configured or stored.
+    pub generated_admin_key: Option<String>,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// A token that begins a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, ends tails, finishes in-flight calls, and waits.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after its shutdown token is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.handle.await?
+    }
+}
+
+/// Connects to storage, migrates, bootstraps the admin key and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let store = Store::connect(config.database_url.expose())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+    if config.run_migrations {
+        store.migrate().await?;
+    }
+    let generated_admin_key = bootstrap_admin(&store, &config).await?;
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
+    let addr = listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let bus = Arc::new(Bus::new(config.tail_buffer));
+    let window = i64::try_from(config.idempotency_window_secs)
+        .unwrap_or(i64::MAX / 1_000_000)
+        .saturating_mul(1_000_000);
+    let writer = Writer::spawn(store.clone(), bus.clone(), window);
+    let state = Arc::new(AppState {
+        config,
+        store: store.clone(),
+        writer,
+        bus,
+        shutdown: shutdown.clone(),
+    });
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES.into_iter().chain([""]) {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    tokio::spawn(watch_database(store, health, shutdown.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let router = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            EventServiceServer::new(EventApi::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            EndpointServiceServer::new(EndpointApi::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminApi::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    let stop = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled())
+            .await?;
+        drop(state);
+        Ok(())
+    });
+    tracing::info!(%addr, "herald listening");
+    Ok(Running {
+        addr,
+        generated_admin_key,
+        shutdown,
+        handle,
+    })
+}
+
+/// Ensures the configured admin key exists, or generates one when the store has none.
+async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<Option<String>> {
+    if let Some(key) = &config.admin_key {
+        store.ensure_admin_key(key.expose()).await?;
+        return Ok(None);
+    }
+    if store.count_active_admin_keys().await? > 0 {
+        return Ok(None);
+    }
+    let (_, secret) = store
+        .create_api_key(None, crate::auth::Role::Admin, "bootstrap (generated)".into())
+        .await?;
+    Ok(Some(secret))
+}
+
+/// Reports NOT_SERVING while the database does not answer.
+async fn watch_database(
+    store: Store,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(HEALTH_PROBE_EVERY) => {}
+        }
+        let ok = store.ping().await.is_ok();
+        if ok != serving {
+            serving = ok;
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                tracing::warn!("database unreachable: reporting NOT_SERVING");
+                ServingStatus::NotServing
+            };
+            for name in SERVICE_NAMES.into_iter().chain([""]) {
+                health.set_service_status(name, status).await;
+            }
+        }
+    }
+    for name in SERVICE_NAMES.into_iter().chain([""]) {
+        health
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+}

@@ -1,0 +1,344 @@
+//! Events and the outbox rows (deliveries) written with them.
+//!
+//! `commit_events` is the only writer of events. It first bumps the `events` counter
+//! row, which serialises writers (a row lock in PostgreSQL, the write lock in SQLite):
+//! sequence numbers are therefore handed out in commit order, and a reader that has
+//! seen `seq = n` has seen every committed event below `n`.
+
+use std::collections::HashMap;
+
+use sea_orm::{
+    ActiveValue::Set, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait, prelude::*,
+};
+
+use super::{
+    Store,
+    entities::{delivery, endpoint, event, sequence},
+    page::Page,
+};
+use crate::{
+    error::{Error, Result},
+    filter::Filter,
+    ids::{self, Kind},
+    time::now_micros,
+};
+
+/// An event validated and ready to store.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub id: String,
+    pub tenant_id: String,
+    pub event_type: String,
+    pub environment: String,
+    /// `None` means "when received".
+    pub occurred_at: Option<i64>,
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// What became of one `NewEvent`.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub event: event::Model,
+    /// The idempotency key matched an earlier event, which is `event`.
+    pub duplicate: bool,
+    /// Deliveries queued for the event.
+    pub deliveries: u32,
+}
+
+/// Which events a read wants.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    pub tenant_id: String,
+    /// Catalog names to keep; `None` keeps all.
+    pub types: Option<Vec<&'static str>>,
+    /// Only this environment; `None` keeps all.
+    pub environment: Option<String>,
+}
+
+impl EventQuery {
+    fn apply(&self, mut select: Select<event::Entity>) -> Select<event::Entity> {
+        select = select.filter(event::Column::TenantId.eq(self.tenant_id.clone()));
+        if let Some(types) = &self.types {
+            select = select.filter(event::Column::EventType.is_in(types.iter().copied()));
+        }
+        if let Some(env) = &self.environment {
+            select = select.filter(event::Column::Environment.eq(env.clone()));
+        }
+        select
+    }
+}
+
+// Keeps every multi-row INSERT well under SQLite's bound-parameter limit.
+const INSERT_CHUNK: usize = 500;
+const EVENTS_COUNTER: &str = "events";
+
+impl Store {
+    /// Stores `events` and their deliveries in one transaction; all or nothing.
+    pub async fn commit_events(
+        &self,
+        events: Vec<NewEvent>,
+        idempotency_window_micros: i64,
+    ) -> Result<Vec<Committed>> {
+        let txn = self.db.begin().await?;
+        let committed = commit_in(&txn, events, idempotency_window_micros).await?;
+        txn.commit().await?;
+        Ok(committed)
+    }
+
+    pub async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<event::Model>> {
+        Ok(event::Entity::find()
+            .filter(event::Column::Id.eq(id))
+            .filter(event::Column::TenantId.eq(tenant_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// A page of events, newest first, within `[after, before)` received times.
+    pub async fn list_events(
+        &self,
+        query: &EventQuery,
+        received_after: Option<i64>,
+        received_before: Option<i64>,
+        page: &Page,
+    ) -> Result<(Vec<event::Model>, String)> {
+        let mut select = query.apply(event::Entity::find());
+        if let Some(t) = received_after {
+            select = select.filter(event::Column::ReceivedAt.gte(t));
+        }
+        if let Some(t) = received_before {
+            select = select.filter(event::Column::ReceivedAt.lt(t));
+        }
+        if let Some(seq) = page.after_i64()? {
+            select = select.filter(event::Column::Seq.lt(seq));
+        }
+        let rows = select
+            .order_by_desc(event::Column::Seq)
+            .limit(page.size + 1)
+            .all(&self.db)
+            .await?;
+        Ok(page.finish(rows, |e| e.seq.to_string()))
+    }
+
+    /// Up to `limit` events after `seq`, oldest first: a tail's catch-up read.
+    pub async fn events_after(
+        &self,
+        query: &EventQuery,
+        seq: i64,
+        limit: u64,
+    ) -> Result<Vec<event::Model>> {
+        Ok(query
+            .apply(event::Entity::find())
+            .filter(event::Column::Seq.gt(seq))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The highest sequence number committed so far.
+    pub async fn head_seq(&self) -> Result<i64> {
+        let row = sequence::Entity::find_by_id(EVENTS_COUNTER)
+            .one(&self.db)
+            .await?
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("events counter row is missing")))?;
+        Ok(row.value)
+    }
+
+    /// The position just before the tenant's first event received at or after `micros`.
+    pub async fn seq_before_time(&self, tenant_id: &str, micros: i64) -> Result<i64> {
+        let first = event::Entity::find()
+            .filter(event::Column::TenantId.eq(tenant_id))
+            .filter(event::Column::ReceivedAt.gte(micros))
+            .order_by_asc(event::Column::Seq)
+            .one(&self.db)
+            .await?;
+        match first {
+            Some(e) => Ok(e.seq - 1),
+            None => self.head_seq().await,
+        }
+    }
+
+}
+
+async fn commit_in(
+    txn: &DatabaseTransaction,
+    events: Vec<NewEvent>,
+    window_micros: i64,
+) -> Result<Vec<Committed>> {
+    let n = events.len() as i64;
+    // Taking the counter row first is what orders commits; see the module doc.
+    sequence::Entity::update_many()
+        .col_expr(
+            sequence::Column::Value,
+            Expr::col(sequence::Column::Value).add(n),
+        )
+        .filter(sequence::Column::Name.eq(EVENTS_COUNTER))
+        .exec(txn)
+        .await?;
+    let top = sequence::Entity::find_by_id(EVENTS_COUNTER)
+        .one(txn)
+        .await?
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("events counter row is missing")))?
+        .value;
+    let mut next_seq = top - n + 1;
+    let now = now_micros();
+
+    let mut seen = earlier_duplicates(txn, &events, now - window_micros).await?;
+    let mut tenants: Vec<String> = events.iter().map(|e| e.tenant_id.clone()).collect();
+    tenants.sort();
+    tenants.dedup();
+    let endpoints = Store::enabled_endpoints(txn, tenants).await?;
+    let mut filters: HashMap<&str, Filter> = HashMap::new();
+    for ep in &endpoints {
+        // Filters were validated when stored; one that no longer parses (a type
+        // removed from the catalog) falls back to its valid patterns.
+        let list = ep.filter_list();
+        let valid: Vec<String> = list
+            .into_iter()
+            .filter(|p| Filter::parse("f", std::slice::from_ref(p)).is_ok())
+            .collect();
+        let filter = if valid.is_empty() {
+            Filter::parse("f", &["*".to_string()])?
+        } else {
+            Filter::parse("f", &valid)?
+        };
+        filters.insert(ep.id.as_str(), filter);
+    }
+
+    let mut results = Vec::with_capacity(events.len());
+    let mut event_rows = Vec::new();
+    let mut delivery_rows = Vec::new();
+    for new in events {
+        if let Some(key) = &new.idempotency_key
+            && let Some(original) = seen.get(&(new.tenant_id.clone(), key.clone()))
+        {
+            results.push(Committed {
+                event: original.event.clone(),
+                duplicate: true,
+                deliveries: original.deliveries,
+            });
+            continue;
+        }
+        let model = event::Model {
+            seq: next_seq,
+            id: new.id,
+            tenant_id: new.tenant_id,
+            event_type: new.event_type,
+            environment: new.environment,
+            occurred_at: new.occurred_at.unwrap_or(now),
+            received_at: now,
+            payload: new.payload,
+            idempotency_key: new.idempotency_key,
+        };
+        next_seq += 1;
+        let mut deliveries = 0u32;
+        for ep in matching(&endpoints, &filters, &model) {
+            deliveries += 1;
+            delivery_rows.push(delivery::ActiveModel {
+                id: Set(ids::new(Kind::Delivery)),
+                tenant_id: Set(model.tenant_id.clone()),
+                event_id: Set(model.id.clone()),
+                endpoint_id: Set(ep.id.clone()),
+                status: Set("DELIVERING".into()),
+                attempts: Set(0),
+                next_attempt_at: Set(Some(now)),
+                created_at: Set(now),
+                updated_at: Set(now),
+            });
+        }
+        let committed = Committed {
+            event: model.clone(),
+            duplicate: false,
+            deliveries,
+        };
+        if let Some(key) = &model.idempotency_key {
+            seen.insert((model.tenant_id.clone(), key.clone()), committed.clone());
+        }
+        event_rows.push(event::ActiveModel::from(model));
+        results.push(committed);
+    }
+
+    for chunk in chunks(event_rows) {
+        event::Entity::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    for chunk in chunks(delivery_rows) {
+        delivery::Entity::insert_many(chunk)
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(results)
+}
+
+fn chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    while rows.len() > INSERT_CHUNK {
+        let rest = rows.split_off(INSERT_CHUNK);
+        out.push(std::mem::replace(&mut rows, rest));
+    }
+    if !rows.is_empty() {
+        out.push(rows);
+    }
+    out
+}
+
+fn matching<'a>(
+    endpoints: &'a [endpoint::Model],
+    filters: &'a HashMap<&str, Filter>,
+    event: &'a event::Model,
+) -> impl Iterator<Item = &'a endpoint::Model> {
+    endpoints.iter().filter(move |ep| {
+        ep.tenant_id == event.tenant_id
+            && ep.environment == event.environment
+            && filters
+                .get(ep.id.as_str())
+                .is_some_and(|f| f.matches(&event.event_type))
+    })
+}
+
+/// Earlier events (within the window) that share a tenant and idempotency key with
+/// one of `events`. Safe from races because the counter row is already held.
+async fn earlier_duplicates(
+    txn: &DatabaseTransaction,
+    events: &[NewEvent],
+    since: i64,
+) -> Result<HashMap<(String, String), Committed>> {
+    let mut keys_by_tenant: HashMap<&str, Vec<&str>> = HashMap::new();
+    for e in events {
+        if let Some(key) = &e.idempotency_key {
+            keys_by_tenant.entry(&e.tenant_id).or_default().push(key);
+        }
+    }
+    let mut found = HashMap::new();
+    for (tenant, keys) in keys_by_tenant {
+        let rows = event::Entity::find()
+            .filter(event::Column::TenantId.eq(tenant))
+            .filter(event::Column::IdempotencyKey.is_in(keys))
+            .filter(event::Column::ReceivedAt.gte(since))
+            .order_by_asc(event::Column::Seq)
+            .all(txn)
+            .await?;
+        for row in rows {
+            let key = (row.tenant_id.clone(), row.idempotency_key.clone().unwrap_or_default());
+            if found.contains_key(&key) {
+                continue;
+            }
+            let deliveries = delivery::Entity::find()
+                .filter(delivery::Column::EventId.eq(row.id.clone()))
+                .count(txn)
+                .await?;
+            found.insert(
+                key,
+                Committed {
+                    event: row,
+                    duplicate: true,
+                    deliveries: deliveries.try_into().unwrap_or(u32::MAX),
+                },
+            );
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,60 @@
+//! Storage through sea-orm: SQLite (embedded default) or PostgreSQL, chosen by URL.
+//!
+//! Each submodule is a set of tenant-scoped query helpers for one table: callers pass
+//! the tenant they are authorised for, and a row of another tenant is simply not found.
+
+pub mod endpoints;
+pub mod entities;
+pub mod events;
+pub mod keys;
+pub mod page;
+pub mod tenants;
+
+use std::time::Duration;
+
+use migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+
+use crate::error::Result;
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`).
+    pub async fn connect(url: &str) -> Result<Store> {
+        let mut options = ConnectOptions::new(url.to_string());
+        options
+            .sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(10));
+        if url.starts_with("sqlite:") {
+            // WAL lets tails read while the writer commits; NORMAL sync is durable in WAL
+            // mode across process crashes (only an OS crash can lose the last commits).
+            options.max_connections(8).map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+            });
+        } else {
+            options.max_connections(32).min_connections(2);
+        }
+        let db = Database::connect(options).await?;
+        Ok(Store { db })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Cheap liveness probe used by health checks.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.ping().await?;
+        Ok(())
+    }
+}

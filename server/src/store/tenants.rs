@@ -1,0 +1,63 @@
+//! Tenants (accounts) and their Ed25519 signing key pairs.
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use ed25519_dalek::SigningKey;
+use sea_orm::{ActiveValue::Set, EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::*};
+
+use super::{Store, entities::tenant, page::Page};
+use crate::{
+    error::{Error, Result},
+    time::now_micros,
+};
+
+impl Store {
+    /// Creates a tenant with a fresh key pair; `id` was validated by the caller.
+    pub async fn create_tenant(&self, id: String, name: String) -> Result<tenant::Model> {
+        if self.get_tenant(&id).await?.is_some() {
+            return Err(Error::AlreadyExists(format!("tenant '{id}' already exists")));
+        }
+        let seed: [u8; 32] = rand::random();
+        let signing = SigningKey::from_bytes(&seed);
+        let model = tenant::ActiveModel {
+            id: Set(id.clone()),
+            name: Set(name),
+            signing_key: Set(STANDARD.encode(seed)),
+            public_key: Set(hex::encode(signing.verifying_key().as_bytes())),
+            created_at: Set(now_micros()),
+        };
+        match tenant::Entity::insert(model).exec_with_returning(&self.db).await {
+            Ok(model) => Ok(model),
+            // Lost a race with a concurrent create of the same id.
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+                Err(Error::AlreadyExists(format!("tenant '{id}' already exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<tenant::Model>> {
+        Ok(tenant::Entity::find_by_id(id).one(&self.db).await?)
+    }
+
+    /// The tenant, or `NOT_FOUND` naming it.
+    pub async fn require_tenant(&self, id: &str) -> Result<tenant::Model> {
+        self.get_tenant(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("tenant '{id}' not found")))
+    }
+
+    pub async fn list_tenants(&self, page: &Page) -> Result<(Vec<tenant::Model>, String)> {
+        let mut query = tenant::Entity::find().order_by_asc(tenant::Column::Id);
+        if let Some(after) = &page.after {
+            query = query.filter(tenant::Column::Id.gt(after.clone()));
+        }
+        let rows = query.limit(page.size + 1).all(&self.db).await?;
+        Ok(page.finish(rows, |t| t.id.clone()))
+    }
+
+    /// Deletes a tenant; foreign keys cascade to its events, endpoints, deliveries and keys.
+    pub async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        let res = tenant::Entity::delete_by_id(id).exec(&self.db).await?;
+        Ok(res.rows_affected > 0)
+    }
+}
