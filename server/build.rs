@@ -5,8 +5,13 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
-    let files = ["catalog.proto", "events.proto", "endpoints.proto", "admin.proto"]
-        .map(|f| proto_root.join("herald/v1").join(f));
+    let files = [
+        "catalog.proto",
+        "events.proto",
+        "endpoints.proto",
+        "admin.proto",
+    ]
+    .map(|f| proto_root.join("herald/v1").join(f));
     println!("cargo:rerun-if-changed={}", proto_root.display());
 
     let mut compiler = protox::Compiler::new([&proto_root])?;

@@ -100,7 +100,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Tenants::Table)
-                    .col(ColumnDef::new(Tenants::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Tenants::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Tenants::Name).string().not_null())
                     .col(ColumnDef::new(Tenants::SigningKey).string().not_null())
                     .col(ColumnDef::new(Tenants::PublicKey).string().not_null())
@@ -113,7 +118,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(ApiKeys::Table)
-                    .col(ColumnDef::new(ApiKeys::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(ApiKeys::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(ApiKeys::TenantId).string().null())
                     .col(ColumnDef::new(ApiKeys::Role).string().not_null())
                     .col(ColumnDef::new(ApiKeys::Name).string().not_null())
@@ -153,7 +163,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Sequences::Table)
-                    .col(ColumnDef::new(Sequences::Name).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Sequences::Name)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Sequences::Value).big_integer().not_null())
                     .to_owned(),
             )
@@ -172,7 +187,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Events::Table)
-                    .col(ColumnDef::new(Events::Seq).big_integer().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Events::Seq)
+                            .big_integer()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Events::Id).string().not_null().unique_key())
                     .col(ColumnDef::new(Events::TenantId).string().not_null())
                     .col(ColumnDef::new(Events::EventType).string().not_null())
@@ -205,7 +225,12 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Endpoints::Table)
-                    .col(ColumnDef::new(Endpoints::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Endpoints::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Endpoints::TenantId).string().not_null())
                     .col(ColumnDef::new(Endpoints::Url).text().not_null())
                     .col(ColumnDef::new(Endpoints::Filters).text().not_null())
@@ -216,7 +241,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Endpoints::Environment).string().not_null())
                     .col(ColumnDef::new(Endpoints::Format).string().not_null())
                     .col(ColumnDef::new(Endpoints::Schemes).string().not_null())
-                    .col(ColumnDef::new(Endpoints::KeygenAlgorithm).string().not_null())
+                    .col(
+                        ColumnDef::new(Endpoints::KeygenAlgorithm)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Endpoints::Secret).string().not_null())
                     .col(ColumnDef::new(Endpoints::PreviousSecret).string().null())
                     .col(
@@ -224,8 +253,16 @@ impl MigrationTrait for Migration {
                             .big_integer()
                             .null(),
                     )
-                    .col(ColumnDef::new(Endpoints::CreatedAt).big_integer().not_null())
-                    .col(ColumnDef::new(Endpoints::UpdatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Endpoints::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Endpoints::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .foreign_key(&mut tenant_fk(Endpoints::Table, Endpoints::TenantId))
                     .to_owned(),
             )
@@ -246,15 +283,32 @@ impl MigrationTrait for Migration {
             .create_table(
                 Table::create()
                     .table(Deliveries::Table)
-                    .col(ColumnDef::new(Deliveries::Id).string().not_null().primary_key())
+                    .col(
+                        ColumnDef::new(Deliveries::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Deliveries::TenantId).string().not_null())
                     .col(ColumnDef::new(Deliveries::EventId).string().not_null())
                     .col(ColumnDef::new(Deliveries::EndpointId).string().not_null())
                     .col(ColumnDef::new(Deliveries::Status).string().not_null())
                     .col(ColumnDef::new(Deliveries::Attempts).integer().not_null())
-                    .col(ColumnDef::new(Deliveries::NextAttemptAt).big_integer().null())
-                    .col(ColumnDef::new(Deliveries::CreatedAt).big_integer().not_null())
-                    .col(ColumnDef::new(Deliveries::UpdatedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Deliveries::NextAttemptAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::CreatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::UpdatedAt)
+                            .big_integer()
+                            .not_null(),
+                    )
                     .foreign_key(&mut tenant_fk(Deliveries::Table, Deliveries::TenantId))
                     .foreign_key(
                         ForeignKey::create()
@@ -281,7 +335,10 @@ impl MigrationTrait for Migration {
                 vec![Deliveries::EndpointId, Deliveries::Id],
             ),
             ("deliveries_event", vec![Deliveries::EventId]),
-            ("deliveries_tenant", vec![Deliveries::TenantId, Deliveries::Id]),
+            (
+                "deliveries_tenant",
+                vec![Deliveries::TenantId, Deliveries::Id],
+            ),
         ] {
             let mut index = Index::create();
             index.name(name).table(Deliveries::Table);

@@ -142,13 +142,11 @@ impl Principal {
 /// Reads the bearer key from `metadata` and finds its active key.
 pub async fn authenticate(store: &Store, metadata: &MetadataMap) -> Result<Principal> {
     let value = metadata.get("authorization").ok_or_else(|| {
-        Error::Unauthenticated(
-            "missing `authorization: Bearer <key>` metadata".into(),
-        )
+        Error::Unauthenticated("missing `authorization: Bearer <key>` metadata".into())
     })?;
-    let value = value.to_str().map_err(|_| {
-        Error::Unauthenticated("authorization metadata is not text".into())
-    })?;
+    let value = value
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("authorization metadata is not text".into()))?;
     let secret = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))

@@ -56,7 +56,11 @@ impl Catalog {
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        let by_value = types.iter().enumerate().map(|(i, t)| (t.r#type, i)).collect();
+        let by_value = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.r#type, i))
+            .collect();
         Catalog {
             types,
             by_name,
@@ -78,12 +82,7 @@ impl Catalog {
     }
 
     /// Resolves a request's type, given as an enum value or a dotted name (not both).
-    pub fn resolve(
-        &self,
-        field_prefix: &str,
-        value: i32,
-        name: &str,
-    ) -> Result<&EventTypeInfo> {
+    pub fn resolve(&self, field_prefix: &str, value: i32, name: &str) -> Result<&EventTypeInfo> {
         let field = |f: &str| {
             if field_prefix.is_empty() {
                 f.to_string()
@@ -150,6 +149,9 @@ mod tests {
         assert!(c.by_name("license.users.attached").unwrap().is_list());
         assert!(c.resolve("", 0, "").is_err());
         assert!(c.resolve("", lic.r#type, "license.deleted").is_err());
-        assert_eq!(c.resolve("", 0, "license.created").unwrap().name, "license.created");
+        assert_eq!(
+            c.resolve("", 0, "license.created").unwrap().name,
+            "license.created"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::{fmt, net::SocketAddr, path::Path};
 
 use figment::{
     Figment,
-    providers::{Env, Format, Serialized, Toml},
+    providers::{Env, Format, Toml},
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +88,9 @@ impl Default for Config {
 impl Config {
     /// Loads the layered configuration; `file` is the optional TOML file.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        // Missing keys take `Config::default()` through `#[serde(default)]`; the defaults
+        // are not merged as a provider because `Secret` serialises redacted.
+        let mut figment = Figment::new();
         if let Some(file) = file {
             if !file.exists() {
                 anyhow::bail!("configuration file {} does not exist", file.display());
@@ -161,7 +163,11 @@ mod tests {
     fn file_keys_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("herald.toml");
-        std::fs::write(&path, "listen_addr = \"127.0.0.1:6000\"\nmax_payload_bytes = 4096\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen_addr = \"127.0.0.1:6000\"\nmax_payload_bytes = 4096\n",
+        )
+        .unwrap();
         let config = Config::load(Some(&path)).unwrap();
         assert_eq!(config.listen_addr.port(), 6000);
         assert_eq!(config.max_payload_bytes, 4096);

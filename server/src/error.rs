@@ -75,7 +75,10 @@ impl Error {
 }
 
 fn is_connection_error(e: &sea_orm::DbErr) -> bool {
-    matches!(e, sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_))
+    matches!(
+        e,
+        sea_orm::DbErr::Conn(_) | sea_orm::DbErr::ConnectionAcquire(_)
+    )
 }
 
 impl From<Error> for Status {

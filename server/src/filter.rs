@@ -47,7 +47,8 @@ impl Filter {
         }
         let mut parsed = Vec::with_capacity(patterns.len());
         for (i, raw) in patterns.iter().enumerate() {
-            let pattern = parse_one(raw).map_err(|msg| Error::invalid(format!("{field}[{i}]"), msg))?;
+            let pattern =
+                parse_one(raw).map_err(|msg| Error::invalid(format!("{field}[{i}]"), msg))?;
             if !parsed.contains(&pattern) {
                 parsed.push(pattern);
             }
@@ -138,7 +139,14 @@ mod tests {
 
     #[test]
     fn refusals_name_the_item() {
-        for bad in ["licence.*", "license.created.x", "lic*", "*.created", ".*", "license"] {
+        for bad in [
+            "licence.*",
+            "license.created.x",
+            "lic*",
+            "*.created",
+            ".*",
+            "license",
+        ] {
             let err = filter(&["*", bad]).unwrap_err().to_string();
             assert!(err.starts_with("filters[1]: "), "{bad}: {err}");
         }

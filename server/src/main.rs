@@ -7,7 +7,11 @@ use herald::{config::Config, server, store::Store};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "herald", version, about = "Event delivery over gRPC tails and signed webhooks")]
+#[command(
+    name = "herald",
+    version,
+    about = "Event delivery over gRPC tails and signed webhooks"
+)]
 struct Cli {
     /// TOML configuration file (also HERALD_CONFIG).
     #[arg(long, global = true, env = "HERALD_CONFIG")]

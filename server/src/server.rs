@@ -146,7 +146,11 @@ async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<Optio
         return Ok(None);
     }
     let (_, secret) = store
-        .create_api_key(None, crate::auth::Role::Admin, "bootstrap (generated)".into())
+        .create_api_key(
+            None,
+            crate::auth::Role::Admin,
+            "bootstrap (generated)".into(),
+        )
         .await?;
     Ok(Some(secret))
 }

@@ -8,9 +8,9 @@ use crate::{
     error::{Error, Result},
     ids::{self, Kind},
     proto::{
-        self, CreateApiKeyRequest, CreateApiKeyResponse, CreateTenantRequest,
-        DeleteTenantRequest, DeleteTenantResponse, GetTenantRequest, ListApiKeysRequest,
-        ListApiKeysResponse, ListTenantsRequest, ListTenantsResponse, RevokeApiKeyRequest,
+        self, CreateApiKeyRequest, CreateApiKeyResponse, CreateTenantRequest, DeleteTenantRequest,
+        DeleteTenantResponse, GetTenantRequest, ListApiKeysRequest, ListApiKeysResponse,
+        ListTenantsRequest, ListTenantsResponse, RevokeApiKeyRequest,
         admin_service_server::AdminService,
     },
     state::State,

@@ -46,7 +46,10 @@ fn validate_url(config: &Config, field: &str, raw: &str) -> Result<String> {
         return Err(Error::invalid(field, "is required"));
     }
     if raw.len() > MAX_URL {
-        return Err(Error::invalid(field, format!("must be at most {MAX_URL} bytes")));
+        return Err(Error::invalid(
+            field,
+            format!("must be at most {MAX_URL} bytes"),
+        ));
     }
     let url = url::Url::parse(raw)
         .map_err(|e| Error::invalid(field, format!("is not a valid URL: {e}")))?;
@@ -134,8 +137,12 @@ fn validate_metadata(
 
 /// Applies `settings` over `fields` (unspecified values keep what `fields` has).
 fn apply_signing(fields: &mut EndpointFields, settings: &SigningSettings) -> Result<()> {
-    let format = WebhookFormat::try_from(settings.format)
-        .map_err(|_| Error::invalid("signing.format", format!("unknown format {}", settings.format)))?;
+    let format = WebhookFormat::try_from(settings.format).map_err(|_| {
+        Error::invalid(
+            "signing.format",
+            format!("unknown format {}", settings.format),
+        )
+    })?;
     if let Some(format) = convert::format_from_proto(format) {
         fields.format = format.into();
     }
@@ -162,7 +169,10 @@ fn apply_signing(fields: &mut EndpointFields, settings: &SigningSettings) -> Res
                 .ok()
                 .and_then(convert::scheme_from_proto)
                 .ok_or_else(|| {
-                    Error::invalid(format!("signing.schemes[{i}]"), format!("unknown scheme {raw}"))
+                    Error::invalid(
+                        format!("signing.schemes[{i}]"),
+                        format!("unknown scheme {raw}"),
+                    )
                 })?;
             if !schemes.iter().any(|s| s == name) {
                 schemes.push(name.to_string());

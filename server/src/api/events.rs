@@ -112,7 +112,10 @@ impl EventService for EventApi {
         if items.len() > MAX_BATCH {
             return Err(Error::invalid(
                 "events",
-                format!("holds {} events, more than the limit of {MAX_BATCH}", items.len()),
+                format!(
+                    "holds {} events, more than the limit of {MAX_BATCH}",
+                    items.len()
+                ),
             )
             .into());
         }

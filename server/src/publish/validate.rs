@@ -60,11 +60,14 @@ pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Res
         }
         (None, false) => {
             if req.payload_json.len() > max_payload {
-                return Err(too_large("payload_json", req.payload_json.len(), max_payload));
+                return Err(too_large(
+                    "payload_json",
+                    req.payload_json.len(),
+                    max_payload,
+                ));
             }
-            let json: Json = serde_json::from_str(&req.payload_json).map_err(|e| {
-                Error::invalid("payload_json", format!("is not valid JSON: {e}"))
-            })?;
+            let json: Json = serde_json::from_str(&req.payload_json)
+                .map_err(|e| Error::invalid("payload_json", format!("is not valid JSON: {e}")))?;
             ("payload_json", req.payload_json, json)
         }
     };
@@ -92,9 +95,7 @@ pub fn validate_environment(field: &str, env: &str) -> Result<()> {
     {
         return Err(Error::invalid(
             field,
-            format!(
-                "must be at most {MAX_ENVIRONMENT} letters, digits, '-', '_' or '.'"
-            ),
+            format!("must be at most {MAX_ENVIRONMENT} letters, digits, '-', '_' or '.'"),
         ));
     }
     Ok(())
@@ -192,7 +193,10 @@ fn check_resource(field: &str, item: &Json, info: &EventTypeInfo) -> Result<()> 
         if let Some(value) = resource.get(member)
             && !value.is_object()
         {
-            return Err(Error::invalid(format!("{field}.{member}"), "must be an object"));
+            return Err(Error::invalid(
+                format!("{field}.{member}"),
+                "must be an object",
+            ));
         }
     }
     Ok(())
@@ -241,7 +245,10 @@ mod tests {
         .unwrap();
         validate(
             "t",
-            req("license.checked-out", r#"{"data":{"id":"1","type":"licenses"}}"#),
+            req(
+                "license.checked-out",
+                r#"{"data":{"id":"1","type":"licenses"}}"#,
+            ),
             1024,
         )
         .unwrap();
@@ -255,10 +262,19 @@ mod tests {
             (req("license.created", ""), "payload"),
             (req("license.created", "[1]"), "payload_json"),
             (req("license.created", "{nope"), "payload_json"),
-            (req("license.created", r#"{"meta":{}}"#), "payload_json.data"),
-            (req("license.created", r#"{"data":[]}"#), "payload_json.data"),
             (
-                req("license.created", r#"{"data":{"id":"1","type":"machines"}}"#),
+                req("license.created", r#"{"meta":{}}"#),
+                "payload_json.data",
+            ),
+            (
+                req("license.created", r#"{"data":[]}"#),
+                "payload_json.data",
+            ),
+            (
+                req(
+                    "license.created",
+                    r#"{"data":{"id":"1","type":"machines"}}"#,
+                ),
                 "payload_json.data.type",
             ),
             (
@@ -266,11 +282,17 @@ mod tests {
                 "payload_json.data.id",
             ),
             (
-                req("license.users.attached", r#"{"data":[{"id":"1","type":"users"}]}"#),
+                req(
+                    "license.users.attached",
+                    r#"{"data":[{"id":"1","type":"users"}]}"#,
+                ),
                 "payload_json.data[0].type",
             ),
             (
-                req("license.created", r#"{"data":{"id":"1","type":"licenses"},"x":1}"#),
+                req(
+                    "license.created",
+                    r#"{"data":{"id":"1","type":"licenses"},"x":1}"#,
+                ),
                 "payload_json.x",
             ),
         ];
@@ -285,8 +307,14 @@ mod tests {
             field_of(validate("t", req("license.created", &big), 1024).unwrap_err()),
             "payload_json"
         );
-        let mut bad_env = req("license.created", r#"{"data":{"id":"1","type":"licenses"}}"#);
+        let mut bad_env = req(
+            "license.created",
+            r#"{"data":{"id":"1","type":"licenses"}}"#,
+        );
         bad_env.environment = "no spaces".into();
-        assert_eq!(field_of(validate("t", bad_env, 1024).unwrap_err()), "environment");
+        assert_eq!(
+            field_of(validate("t", bad_env, 1024).unwrap_err()),
+            "environment"
+        );
     }
 }

@@ -159,7 +159,6 @@ impl Store {
             None => self.head_seq().await,
         }
     }
-
 }
 
 async fn commit_in(
@@ -322,7 +321,10 @@ async fn earlier_duplicates(
             .all(txn)
             .await?;
         for row in rows {
-            let key = (row.tenant_id.clone(), row.idempotency_key.clone().unwrap_or_default());
+            let key = (
+                row.tenant_id.clone(),
+                row.idempotency_key.clone().unwrap_or_default(),
+            );
             if found.contains_key(&key) {
                 continue;
             }

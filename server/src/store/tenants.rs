@@ -14,7 +14,9 @@ impl Store {
     /// Creates a tenant with a fresh key pair; `id` was validated by the caller.
     pub async fn create_tenant(&self, id: String, name: String) -> Result<tenant::Model> {
         if self.get_tenant(&id).await?.is_some() {
-            return Err(Error::AlreadyExists(format!("tenant '{id}' already exists")));
+            return Err(Error::AlreadyExists(format!(
+                "tenant '{id}' already exists"
+            )));
         }
         let seed: [u8; 32] = rand::random();
         let signing = SigningKey::from_bytes(&seed);
@@ -25,12 +27,15 @@ impl Store {
             public_key: Set(hex::encode(signing.verifying_key().as_bytes())),
             created_at: Set(now_micros()),
         };
-        match tenant::Entity::insert(model).exec_with_returning(&self.db).await {
+        match tenant::Entity::insert(model)
+            .exec_with_returning(&self.db)
+            .await
+        {
             Ok(model) => Ok(model),
             // Lost a race with a concurrent create of the same id.
-            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
-                Err(Error::AlreadyExists(format!("tenant '{id}' already exists")))
-            }
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => Err(
+                Error::AlreadyExists(format!("tenant '{id}' already exists")),
+            ),
             Err(e) => Err(e.into()),
         }
     }

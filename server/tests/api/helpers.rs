@@ -1,0 +1,266 @@
+//! `spawn_app()`: a real Herald on port 0 with its own database (a fresh SQLite file,
+//! or a fresh PostgreSQL database on 127.0.0.1:5432), and typed clients for it.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use herald::{
+    config::{Config, Secret},
+    proto::{
+        self, CreateApiKeyRequest, CreateTenantRequest, Role,
+        admin_service_client::AdminServiceClient, endpoint_service_client::EndpointServiceClient,
+        event_service_client::EventServiceClient,
+    },
+    server::{self, Running},
+};
+use sea_orm::{ConnectionTrait, Database};
+use tonic::{Request, transport::Channel};
+
+/// Which database a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Server of PostgreSQL tests; override with HERALD_TEST_POSTGRES_URL (no database part).
+fn postgres_server() -> String {
+    std::env::var("HERALD_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub admin_key: String,
+    pub backend: Backend,
+    pub config: Config,
+    running: Option<Running>,
+    _dir: tempfile::TempDir,
+    pg_database: Option<String>,
+}
+
+/// Starts Herald with test defaults (http endpoints allowed, 1 s heartbeats).
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts Herald after `tweak` adjusts the test configuration.
+pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (database_url, pg_database) = match backend {
+        Backend::Sqlite => (
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("herald.db").display()
+            ),
+            None,
+        ),
+        Backend::Postgres => {
+            let name = format!(
+                "herald_test_{}",
+                ulid::Ulid::new().to_string().to_lowercase()
+            );
+            let admin = Database::connect(format!("{}/postgres", postgres_server()))
+                .await
+                .expect("PostgreSQL on 127.0.0.1:5432 (set HERALD_TEST_POSTGRES_URL)");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            (format!("{}/{name}", postgres_server()), Some(name))
+        }
+    };
+    let admin_key = format!("test-admin-{}", ulid::Ulid::new());
+    let mut config = Config {
+        listen_addr: ([127, 0, 0, 1], 0).into(),
+        database_url: Secret::new(database_url),
+        admin_key: Some(Secret::new(admin_key.clone())),
+        allow_http_endpoints: true,
+        heartbeat_interval_secs: 1,
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let running = server::start(config.clone()).await.expect("server starts");
+    TestApp {
+        addr: running.addr,
+        admin_key,
+        backend,
+        config,
+        running: Some(running),
+        _dir: dir,
+        pg_database,
+    }
+}
+
+/// `msg` with `authorization: Bearer <key>`.
+pub fn authed<T>(key: &str, msg: T) -> Request<T> {
+    let mut request = Request::new(msg);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("ascii key"),
+    );
+    request
+}
+
+/// A tenant with one key per role.
+#[derive(Clone, Debug)]
+pub struct TenantKeys {
+    pub tenant_id: String,
+    pub publisher: String,
+    pub subscriber: String,
+    pub manager: String,
+}
+
+impl TestApp {
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("connect to test server")
+    }
+
+    pub async fn events(&self) -> EventServiceClient<Channel> {
+        EventServiceClient::new(self.channel().await)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+
+    pub async fn endpoints(&self) -> EndpointServiceClient<Channel> {
+        EndpointServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    /// Creates tenant `id` and a publisher, a subscriber and a manager key for it.
+    pub async fn tenant(&self, id: &str) -> TenantKeys {
+        let mut admin = self.admin().await;
+        admin
+            .create_tenant(authed(
+                &self.admin_key,
+                CreateTenantRequest {
+                    id: id.into(),
+                    name: format!("Tenant {id}"),
+                },
+            ))
+            .await
+            .expect("create tenant");
+        let mut key = |role: Role| {
+            let mut admin = admin.clone();
+            let admin_key = self.admin_key.clone();
+            let tenant_id = id.to_string();
+            async move {
+                admin
+                    .create_api_key(authed(
+                        &admin_key,
+                        CreateApiKeyRequest {
+                            tenant_id,
+                            role: role as i32,
+                            name: format!("{role:?}"),
+                        },
+                    ))
+                    .await
+                    .expect("create key")
+                    .into_inner()
+                    .secret
+            }
+        };
+        TenantKeys {
+            tenant_id: id.into(),
+            publisher: key(Role::Publisher).await,
+            subscriber: key(Role::Subscriber).await,
+            manager: key(Role::Manager).await,
+        }
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown_token().cancel();
+        }
+        if let Some(name) = self.pg_database.take() {
+            // Best effort, on its own runtime: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let admin = Database::connect(format!("{}/postgres", postgres_server()))
+                        .await
+                        .ok()?;
+                    admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await
+                        .ok()?;
+                    admin.close().await.ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// A Keygen-style JSON:API payload for `event_type`, as JSON text.
+pub fn payload_for(event_type: &str, id: &str) -> String {
+    let info = herald::catalog::catalog()
+        .by_name(event_type)
+        .expect("catalog event");
+    let resource = serde_json::json!({
+        "id": id,
+        "type": info.resource_type,
+        "attributes": { "name": format!("resource {id}"), "created": "2026-11-27T00:00:00Z" },
+        "relationships": { "account": { "data": { "type": "accounts", "id": "acct" } } }
+    });
+    let data = if info.is_list() {
+        serde_json::json!([resource])
+    } else {
+        resource
+    };
+    serde_json::json!({ "data": data }).to_string()
+}
+
+/// A publish request of `event_type` for the key's tenant.
+pub fn publish_request(event_type: &str, id: &str) -> proto::PublishRequest {
+    proto::PublishRequest {
+        type_name: event_type.into(),
+        payload_json: payload_for(event_type, id),
+        ..Default::default()
+    }
+}
+
+/// Runs each listed `async fn(Backend)` once against SQLite and once against PostgreSQL.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
