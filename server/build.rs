@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "catalog.proto",
         "events.proto",
         "endpoints.proto",
+        "deliveries.proto",
         "admin.proto",
     ]
     .map(|f| proto_root.join("herald/v1").join(f));

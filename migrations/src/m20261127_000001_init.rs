@@ -67,6 +67,8 @@ enum Endpoints {
     Secret,
     PreviousSecret,
     PreviousSecretExpiresAt,
+    RetrySchedule,
+    FailingSince,
     CreatedAt,
     UpdatedAt,
 }
@@ -78,11 +80,34 @@ enum Deliveries {
     TenantId,
     EventId,
     EndpointId,
+    EventType,
+    IdempotencyToken,
     Status,
     Attempts,
     NextAttemptAt,
+    LockedUntil,
+    LastAttemptAt,
+    LastResponseCode,
+    LastError,
     CreatedAt,
     UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Attempts {
+    Table,
+    Id,
+    DeliveryId,
+    TenantId,
+    EndpointId,
+    Attempt,
+    StartedAt,
+    DurationMicros,
+    StatusCode,
+    Succeeded,
+    ErrorKind,
+    ErrorMessage,
+    ResponseBody,
 }
 
 fn tenant_fk<T: IntoIden + 'static>(table: T, column: T) -> ForeignKeyCreateStatement {
@@ -253,6 +278,8 @@ impl MigrationTrait for Migration {
                             .big_integer()
                             .null(),
                     )
+                    .col(ColumnDef::new(Endpoints::RetrySchedule).text().not_null())
+                    .col(ColumnDef::new(Endpoints::FailingSince).big_integer().null())
                     .col(
                         ColumnDef::new(Endpoints::CreatedAt)
                             .big_integer()
@@ -292,6 +319,12 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Deliveries::TenantId).string().not_null())
                     .col(ColumnDef::new(Deliveries::EventId).string().not_null())
                     .col(ColumnDef::new(Deliveries::EndpointId).string().not_null())
+                    .col(ColumnDef::new(Deliveries::EventType).string().not_null())
+                    .col(
+                        ColumnDef::new(Deliveries::IdempotencyToken)
+                            .string()
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(Deliveries::Status).string().not_null())
                     .col(ColumnDef::new(Deliveries::Attempts).integer().not_null())
                     .col(
@@ -299,6 +332,18 @@ impl MigrationTrait for Migration {
                             .big_integer()
                             .null(),
                     )
+                    .col(ColumnDef::new(Deliveries::LockedUntil).big_integer().null())
+                    .col(
+                        ColumnDef::new(Deliveries::LastAttemptAt)
+                            .big_integer()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Deliveries::LastResponseCode)
+                            .integer()
+                            .null(),
+                    )
+                    .col(ColumnDef::new(Deliveries::LastError).text().null())
                     .col(
                         ColumnDef::new(Deliveries::CreatedAt)
                             .big_integer()
@@ -336,6 +381,10 @@ impl MigrationTrait for Migration {
             ),
             ("deliveries_event", vec![Deliveries::EventId]),
             (
+                "deliveries_endpoint_event",
+                vec![Deliveries::EndpointId, Deliveries::EventType],
+            ),
+            (
                 "deliveries_tenant",
                 vec![Deliveries::TenantId, Deliveries::Id],
             ),
@@ -347,11 +396,58 @@ impl MigrationTrait for Migration {
             }
             manager.create_index(index.to_owned()).await?;
         }
+
+        // The delivery log: one row per HTTP attempt.
+        manager
+            .create_table(
+                Table::create()
+                    .table(Attempts::Table)
+                    .col(
+                        ColumnDef::new(Attempts::Id)
+                            .string()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(Attempts::DeliveryId).string().not_null())
+                    .col(ColumnDef::new(Attempts::TenantId).string().not_null())
+                    .col(ColumnDef::new(Attempts::EndpointId).string().not_null())
+                    .col(ColumnDef::new(Attempts::Attempt).integer().not_null())
+                    .col(ColumnDef::new(Attempts::StartedAt).big_integer().not_null())
+                    .col(
+                        ColumnDef::new(Attempts::DurationMicros)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(Attempts::StatusCode).integer().null())
+                    .col(ColumnDef::new(Attempts::Succeeded).boolean().not_null())
+                    .col(ColumnDef::new(Attempts::ErrorKind).string().null())
+                    .col(ColumnDef::new(Attempts::ErrorMessage).text().null())
+                    .col(ColumnDef::new(Attempts::ResponseBody).text().not_null())
+                    .foreign_key(
+                        ForeignKey::create()
+                            .from(Attempts::Table, Attempts::DeliveryId)
+                            .to(Deliveries::Table, Deliveries::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("attempts_delivery")
+                    .table(Attempts::Table)
+                    .col(Attempts::DeliveryId)
+                    .col(Attempts::Attempt)
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
+            Attempts::Table.into_iden(),
             Deliveries::Table.into_iden(),
             Endpoints::Table.into_iden(),
             Events::Table.into_iden(),

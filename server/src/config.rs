@@ -12,9 +12,44 @@ use figment::{
 use serde::{Deserialize, Serialize};
 
 /// A value that must never reach a log: `Debug` and `Serialize` print `"<redacted>"`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    /// Accepts numbers and booleans as text too: environment values are typed by their
+    /// look (`HERALD_ADMIN_KEY=1234...` arrives as a number), but a secret is a string.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = String;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+        }
+        d.deserialize_any(Text).map(Secret)
+    }
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
@@ -65,6 +100,29 @@ pub struct Config {
     pub secret_rotation_grace_secs: u64,
     /// Log filter, in `tracing` env-filter syntax (e.g. `info,herald=debug`).
     pub log: String,
+    /// `redis://...`: use Redis as the delivery queue; unset means the in-process queue.
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key Herald uses (several Heralds can share one Redis).
+    pub redis_prefix: String,
+    /// Networks webhooks may reach although they are internal (e.g. `["10.0.0.0/8"]`).
+    pub egress_allow_cidrs: Vec<ipnet::IpNet>,
+    /// Seconds one webhook attempt may take, connection to last body byte.
+    pub webhook_timeout_secs: u64,
+    /// Bytes of a receiver's response body kept in the delivery log.
+    pub response_body_limit: usize,
+    /// Delays between attempts, in seconds: the first retry waits `[0]`, and so on.
+    pub retry_schedule_secs: Vec<u32>,
+    /// Attempts in flight at once to one endpoint.
+    pub endpoint_concurrency: usize,
+    /// Attempts in flight at once in this process.
+    pub delivery_concurrency: usize,
+    /// Disable an endpoint whose attempts all failed for this many seconds (0: never).
+    pub auto_disable_after_secs: u64,
+    /// Days events, deliveries and attempts are kept (0: forever).
+    pub retention_days: u32,
+    /// Seconds a due delivery may be overdue before the reconciler assumes the queue lost
+    /// it and enqueues it again.
+    pub requeue_after_secs: u64,
 }
 
 impl Default for Config {
@@ -81,6 +139,19 @@ impl Default for Config {
             allow_http_endpoints: false,
             secret_rotation_grace_secs: 24 * 3600,
             log: "info".into(),
+            redis_url: None,
+            redis_prefix: "herald".into(),
+            egress_allow_cidrs: Vec::new(),
+            webhook_timeout_secs: 15,
+            response_body_limit: 4096,
+            // Immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h:
+            // about three days, as Standard Webhooks recommends.
+            retry_schedule_secs: vec![5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+            endpoint_concurrency: 16,
+            delivery_concurrency: 256,
+            auto_disable_after_secs: 5 * 24 * 3600,
+            retention_days: 30,
+            requeue_after_secs: 120,
         }
     }
 }
@@ -131,6 +202,32 @@ impl Config {
         }
         if self.heartbeat_interval_secs == 0 {
             anyhow::bail!("invalid configuration: heartbeat_interval_secs must be at least 1");
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            anyhow::bail!("invalid configuration: redis_url must start with redis:// or rediss://");
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
+            anyhow::bail!(
+                "invalid configuration: redis_prefix must be non-empty, without braces or spaces"
+            );
+        }
+        if self.webhook_timeout_secs == 0 || self.webhook_timeout_secs > 300 {
+            anyhow::bail!("invalid configuration: webhook_timeout_secs must be 1 to 300");
+        }
+        if self.retry_schedule_secs.len() > 50 {
+            anyhow::bail!("invalid configuration: retry_schedule_secs holds at most 50 delays");
+        }
+        if self.endpoint_concurrency == 0 || self.delivery_concurrency < self.endpoint_concurrency {
+            anyhow::bail!(
+                "invalid configuration: endpoint_concurrency must be at least 1 and at most delivery_concurrency"
+            );
+        }
+        if self.requeue_after_secs < self.webhook_timeout_secs {
+            anyhow::bail!(
+                "invalid configuration: requeue_after_secs must be at least webhook_timeout_secs"
+            );
         }
         if self.tail_buffer < 16 {
             anyhow::bail!("invalid configuration: tail_buffer must be at least 16");

@@ -116,5 +116,56 @@ pub fn endpoint(m: &endpoint::Model) -> proto::Endpoint {
         }),
         created_at: Some(to_timestamp(m.created_at)),
         updated_at: Some(to_timestamp(m.updated_at)),
+        retry_schedule_secs: m.retry_schedule_secs(),
+    }
+}
+
+pub fn delivery(m: &crate::store::entities::delivery::Model) -> proto::Delivery {
+    use crate::delivery::status;
+    let status = match m.status.as_str() {
+        status::DELIVERING => proto::DeliveryStatus::Delivering,
+        status::DELIVERED => proto::DeliveryStatus::Delivered,
+        status::FAILING => proto::DeliveryStatus::Failing,
+        status::FAILED => proto::DeliveryStatus::Failed,
+        _ => proto::DeliveryStatus::Unspecified,
+    };
+    proto::Delivery {
+        id: m.id.clone(),
+        tenant_id: m.tenant_id.clone(),
+        event_id: m.event_id.clone(),
+        endpoint_id: m.endpoint_id.clone(),
+        event_type: m.event_type.clone(),
+        status: status as i32,
+        attempts: m.attempts.max(0) as u32,
+        next_attempt_at: m.next_attempt_at.map(to_timestamp),
+        last_attempt_at: m.last_attempt_at.map(to_timestamp),
+        last_response_code: m.last_response_code.unwrap_or_default().max(0) as u32,
+        last_error: m.last_error.clone().unwrap_or_default(),
+        idempotency_token: m.idempotency_token.clone(),
+        created_at: Some(to_timestamp(m.created_at)),
+        updated_at: Some(to_timestamp(m.updated_at)),
+    }
+}
+
+pub fn duration(micros: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+pub fn attempt(m: &crate::store::entities::attempt::Model) -> proto::Attempt {
+    proto::Attempt {
+        id: m.id.clone(),
+        delivery_id: m.delivery_id.clone(),
+        endpoint_id: m.endpoint_id.clone(),
+        attempt: m.attempt.max(0) as u32,
+        started_at: Some(to_timestamp(m.started_at)),
+        duration: Some(duration(m.duration_micros)),
+        status_code: m.status_code.unwrap_or_default().max(0) as u32,
+        succeeded: m.succeeded,
+        error_kind: m.error_kind.clone().unwrap_or_default(),
+        error_message: m.error_message.clone().unwrap_or_default(),
+        response_body: m.response_body.clone(),
     }
 }

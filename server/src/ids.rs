@@ -13,6 +13,7 @@ pub enum Kind {
     Tenant,
     ApiKey,
     Delivery,
+    Attempt,
 }
 
 impl Kind {
@@ -23,6 +24,7 @@ impl Kind {
             Kind::Tenant => "ten",
             Kind::ApiKey => "key",
             Kind::Delivery => "dlv",
+            Kind::Attempt => "att",
         }
     }
 
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Tenant => "a tenant",
             Kind::ApiKey => "an API key",
             Kind::Delivery => "a delivery",
+            Kind::Attempt => "an attempt",
         }
     }
 }

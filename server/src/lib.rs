@@ -7,16 +7,20 @@ pub mod bus;
 pub mod catalog;
 pub mod config;
 pub mod convert;
+pub mod delivery;
+pub mod egress;
 pub mod error;
 pub mod filter;
 pub mod ids;
 pub mod json;
 pub mod publish;
+pub mod queue;
 pub mod server;
 pub mod state;
 pub mod store;
 pub mod tail;
 pub mod time;
+pub mod webhook;
 
 /// Generated protobuf types and tonic stubs for `herald.v1`.
 pub mod proto {

@@ -4,19 +4,28 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::{
-    api::{admin::AdminApi, endpoints::EndpointApi, events::EventApi},
+    api::{admin::AdminApi, deliveries::DeliveryApi, endpoints::EndpointApi, events::EventApi},
     bus::Bus,
     config::Config,
+    delivery::{
+        reconciler::Reconciler,
+        retention::Pruner,
+        retry::RetryPolicy,
+        worker::{Worker, WorkerConfig},
+    },
+    egress::{client::Sender, ssrf},
     proto::{
         self, admin_service_server::AdminServiceServer,
+        delivery_service_server::DeliveryServiceServer,
         endpoint_service_server::EndpointServiceServer, event_service_server::EventServiceServer,
     },
     publish::Writer,
+    queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
     state::AppState,
     store::Store,
 };
@@ -24,11 +33,18 @@ use crate::{
 /// Largest gRPC message accepted: a full `PublishBatch` of typical payloads fits.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const HEALTH_PROBE_EVERY: Duration = Duration::from_secs(5);
-const SERVICE_NAMES: [&str; 3] = [
+const SERVICE_NAMES: [&str; 4] = [
     "herald.v1.EventService",
     "herald.v1.EndpointService",
+    "herald.v1.DeliveryService",
     "herald.v1.AdminService",
 ];
+/// How often the reconciler looks for deliveries the queue lost.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+/// How often retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// Extra time, beyond the request timeout, before a claimed delivery is free again.
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
 
 /// A server started by [`start`].
 pub struct Running {
@@ -73,16 +89,78 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
 
     let shutdown = CancellationToken::new();
+    let timeout = Duration::from_secs(config.webhook_timeout_secs);
+    let lease = timeout + LEASE_MARGIN;
+    let (queue, queue_starts_empty): (Arc<dyn Queue>, bool) = match &config.redis_url {
+        Some(url) => {
+            let consumer = format!("{}-{}", std::process::id(), ulid::Ulid::new());
+            let queue = RedisQueue::connect(url.expose(), &config.redis_prefix, &consumer, lease)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot use Redis: {e}"))?;
+            (Arc::new(queue), false)
+        }
+        None => (Arc::new(MemoryQueue::new(lease)), true),
+    };
+    let user_agent = format!("Herald/{}", env!("CARGO_PKG_VERSION"));
+    let sender = Sender::new(
+        ssrf::Policy {
+            allow_http: config.allow_http_endpoints,
+            allow: config.egress_allow_cidrs.clone(),
+        },
+        timeout,
+        config.response_body_limit,
+        &user_agent,
+    )?;
     let bus = Arc::new(Bus::new(config.tail_buffer));
     let window = i64::try_from(config.idempotency_window_secs)
         .unwrap_or(i64::MAX / 1_000_000)
         .saturating_mul(1_000_000);
-    let writer = Writer::spawn(store.clone(), bus.clone(), window);
+    let writer = Writer::spawn(store.clone(), bus.clone(), queue.clone(), window);
+
+    let worker = Arc::new(Worker::new(
+        store.clone(),
+        queue.clone(),
+        sender.clone(),
+        WorkerConfig {
+            concurrency: config.delivery_concurrency,
+            endpoint_concurrency: config.endpoint_concurrency,
+            lease,
+            busy_endpoint_delay: timeout.min(Duration::from_secs(5)),
+            policy: RetryPolicy::from_secs(&config.retry_schedule_secs),
+            auto_disable_after: Duration::from_secs(config.auto_disable_after_secs),
+            user_agent: user_agent.clone(),
+        },
+    ));
+    tokio::spawn(worker.run(shutdown.clone()));
+    tokio::spawn(
+        Reconciler {
+            store: store.clone(),
+            queue: queue.clone(),
+            requeue_after: Duration::from_secs(config.requeue_after_secs),
+            interval: RECONCILE_EVERY,
+            queue_starts_empty,
+        }
+        .run(shutdown.clone()),
+    );
+    if config.retention_days > 0 {
+        tokio::spawn(
+            Pruner {
+                store: store.clone(),
+                retention: Duration::from_secs(u64::from(config.retention_days) * 86400),
+                interval: PRUNE_EVERY,
+            }
+            .run(shutdown.clone()),
+        );
+    }
+
     let state = Arc::new(AppState {
         config,
         store: store.clone(),
         writer,
         bus,
+        queue,
+        sender,
+        user_agent,
         shutdown: shutdown.clone(),
     });
 
@@ -116,13 +194,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
+            DeliveryServiceServer::new(DeliveryApi::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
             AdminServiceServer::new(AdminApi::new(state.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
         );
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop.cancelled())
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stop.cancelled(),
+            )
             .await?;
         drop(state);
         Ok(())

@@ -8,8 +8,10 @@ use crate::{
     auth::{self, Access, Principal},
     bus::Bus,
     config::Config,
+    egress::client::Sender,
     error::Result,
     publish::Writer,
+    queue::Queue,
     store::Store,
 };
 
@@ -18,6 +20,12 @@ pub struct AppState {
     pub store: Store,
     pub writer: Writer,
     pub bus: Arc<Bus>,
+    /// The delivery queue, for deliveries created outside publishes (retries, replays).
+    pub queue: Arc<dyn Queue>,
+    /// Outbound HTTP, for `PingEndpoint`.
+    pub sender: Sender,
+    /// `User-Agent` of webhook requests.
+    pub user_agent: String,
     /// Cancelled when the server begins a graceful shutdown; ends tails.
     pub shutdown: CancellationToken,
 }

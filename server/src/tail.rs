@@ -9,13 +9,16 @@
 use std::{sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::{
+    broadcast::{Receiver, error::RecvError},
+    mpsc,
+};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use crate::{
-    bus::Bus,
+    bus::{Bus, LiveEvent},
     convert,
     error::{Error, Result},
     filter::Filter,
@@ -67,26 +70,28 @@ type Sink = mpsc::Sender<Result<SubscribeResponse, Status>>;
 
 impl Tail {
     /// Starts the tail; the stream ends when the client goes away or the server stops.
-    pub fn spawn(self) -> ReceiverStream<Result<SubscribeResponse, Status>> {
-        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-        tokio::spawn(async move {
-            let err_tx = tx.clone();
-            if let Err(err) = self.run(tx).await {
-                let _ = err_tx.send(Err(err.into())).await;
-            }
-        });
-        ReceiverStream::new(rx)
-    }
-
-    async fn run(self, tx: Sink) -> Result<()> {
+    /// The bus subscription and the start position are fixed before this returns (so
+    /// before Subscribe answers): a live tail gets every event stored after that.
+    pub async fn spawn(self) -> Result<ReceiverStream<Result<SubscribeResponse, Status>>> {
         // Subscribe before reading anything; see the module doc.
-        let mut live = self.bus.subscribe();
-        let mut last = match self.start {
+        let live = self.bus.subscribe();
+        let last = match self.start {
             Start::Live => self.store.head_seq().await?,
             Start::Earliest => 0,
             Start::AfterSeq(seq) => seq,
             Start::SinceMicros(t) => self.store.seq_before_time(&self.query.tenant_id, t).await?,
         };
+        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
+        tokio::spawn(async move {
+            let err_tx = tx.clone();
+            if let Err(err) = self.run(tx, live, last).await {
+                let _ = err_tx.send(Err(err.into())).await;
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    async fn run(self, tx: Sink, mut live: Receiver<Arc<LiveEvent>>, mut last: i64) -> Result<()> {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.reset();
         'catch_up: loop {
@@ -145,7 +150,7 @@ impl Tail {
         }
     }
 
-    fn wants(&self, event: &crate::bus::LiveEvent) -> bool {
+    fn wants(&self, event: &LiveEvent) -> bool {
         event.tenant_id == self.query.tenant_id
             && self
                 .query

@@ -8,14 +8,16 @@ use crate::{
     auth::Access,
     config::Config,
     convert,
+    delivery::request::{self, RequestParts},
     error::{Error, Result},
     filter::Filter,
     ids::{self, Kind},
     proto::{
         self, CreateEndpointRequest, CreateEndpointResponse, DeleteEndpointRequest,
-        DeleteEndpointResponse, GetEndpointRequest, KeygenAlgorithm, ListEndpointsRequest,
-        ListEndpointsResponse, RotateEndpointSecretRequest, RotateEndpointSecretResponse,
-        SignatureScheme, SigningSettings, UpdateEndpointRequest, WebhookFormat,
+        DeleteEndpointResponse, GetEndpointRequest, GetSigningMaterialRequest, KeygenAlgorithm,
+        ListEndpointsRequest, ListEndpointsResponse, PingEndpointRequest, PingEndpointResponse,
+        RotateEndpointSecretRequest, RotateEndpointSecretResponse, SignatureScheme,
+        SigningMaterial, SigningSettings, UpdateEndpointRequest, WebhookFormat,
         endpoint_service_server::EndpointService,
     },
     publish::validate::validate_environment,
@@ -214,6 +216,10 @@ impl EndpointService for EndpointApi {
             format: "keygen".into(),
             schemes: vec!["keygen".into(), "standard-webhooks".into()],
             keygen_algorithm: "ed25519".into(),
+            retry_schedule: validate_retry_schedule(
+                "retry_schedule_secs",
+                req.retry_schedule_secs,
+            )?,
         };
         if let Some(signing) = &req.signing {
             apply_signing(&mut fields, signing)?;
@@ -297,6 +303,9 @@ impl EndpointService for EndpointApi {
         if let Some(signing) = &req.signing {
             apply_signing(&mut fields, signing)?;
         }
+        if let Some(schedule) = req.retry_schedule {
+            fields.retry_schedule = validate_retry_schedule("retry_schedule.secs", schedule.secs)?;
+        }
         match (req.enabled, req.disabled_reason) {
             (Some(true), Some(_)) => {
                 return Err(Error::invalid(
@@ -374,6 +383,117 @@ impl EndpointService for EndpointApi {
             secret,
         }))
     }
+
+    async fn ping_endpoint(
+        &self,
+        request: Request<PingEndpointRequest>,
+    ) -> Result<Response<PingEndpointResponse>, Status> {
+        let (_, tenant_id) = self
+            .state
+            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
+            .await?;
+        let id = ids::parse(Kind::Endpoint, "id", &request.get_ref().id)?;
+        let endpoint = self
+            .state
+            .store
+            .get_endpoint(&tenant_id, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let tenant = self.state.store.require_tenant(&tenant_id).await?;
+        let now = time::now_micros();
+        let ping_id = ids::new(Kind::Delivery);
+        let payload = serde_json::json!({
+            "data": {
+                "id": endpoint.id,
+                "type": "webhook-endpoints",
+                "attributes": { "url": endpoint.url }
+            }
+        })
+        .to_string();
+        let parts = RequestParts {
+            delivery_id: &ping_id,
+            event_type: PING_EVENT,
+            payload_json: &payload,
+            idempotency_token: &ping_id,
+            created_at_micros: now,
+            occurred_at_micros: now,
+        };
+        let (url, headers, body) =
+            request::build(&endpoint, &tenant, &parts, &self.state.user_agent)
+                .map_err(|e| Error::FailedPrecondition(format!("cannot build the request: {e}")))?;
+        let outcome = self.state.sender.post(&url, headers, body).await;
+        Ok(Response::new(PingEndpointResponse {
+            success: outcome.is_success(),
+            status_code: outcome.status.map(u32::from).unwrap_or_default(),
+            response_body: outcome.body,
+            error_kind: outcome
+                .error
+                .as_ref()
+                .map(|e| e.kind.as_str().to_string())
+                .unwrap_or_default(),
+            error_message: outcome.error.map(|e| e.message).unwrap_or_default(),
+            duration: Some(convert::duration(
+                i64::try_from(outcome.elapsed.as_micros()).unwrap_or(i64::MAX),
+            )),
+        }))
+    }
+
+    async fn get_signing_material(
+        &self,
+        request: Request<GetSigningMaterialRequest>,
+    ) -> Result<Response<SigningMaterial>, Status> {
+        let (_, tenant_id) = self
+            .state
+            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
+            .await?;
+        let id = ids::parse(Kind::Endpoint, "id", &request.get_ref().id)?;
+        let endpoint = self
+            .state
+            .store
+            .get_endpoint(&tenant_id, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        let tenant = self.state.store.require_tenant(&tenant_id).await?;
+        let previous = endpoint
+            .previous_secret
+            .clone()
+            .zip(endpoint.previous_secret_expires_at)
+            .filter(|(_, until)| *until > time::now_micros());
+        Ok(Response::new(SigningMaterial {
+            secret: endpoint.secret.clone(),
+            previous_secret: previous
+                .as_ref()
+                .map(|(s, _)| s.clone())
+                .unwrap_or_default(),
+            previous_secret_expires_at: previous.map(|(_, until)| time::to_timestamp(until)),
+            keygen_public_key_pem: request::public_key_pem(&tenant.public_key).unwrap_or_default(),
+            keygen_public_key: tenant.public_key,
+            keygen_key_id: tenant.id,
+        }))
+    }
+}
+
+/// The event type of `PingEndpoint` requests (not in the catalog: never published).
+pub const PING_EVENT: &str = "endpoint.ping";
+
+/// Most retries an endpoint's own schedule may hold, and the longest single delay.
+const MAX_RETRIES: usize = 50;
+const MAX_RETRY_DELAY_SECS: u32 = 7 * 24 * 3600;
+
+fn validate_retry_schedule(field: &str, secs: Vec<u32>) -> Result<Vec<u32>> {
+    if secs.len() > MAX_RETRIES {
+        return Err(Error::invalid(
+            field,
+            format!("holds at most {MAX_RETRIES} delays"),
+        ));
+    }
+    if let Some(i) = secs.iter().position(|s| *s > MAX_RETRY_DELAY_SECS) {
+        return Err(Error::invalid(
+            format!("{field}[{i}]"),
+            format!("must be at most {MAX_RETRY_DELAY_SECS} seconds (7 days)"),
+        ));
+    }
+    Ok(secs)
 }
 
 fn not_found(id: &str) -> Error {

@@ -23,7 +23,7 @@ use crate::{
     publish,
     state::State,
     store::{
-        events::{Committed, EventQuery},
+        events::{Committed, EventQuery, NewEvent},
         page::Page,
     },
     tail::{self, Start, Tail},
@@ -53,20 +53,40 @@ fn response(c: Committed) -> PublishResponse {
     }
 }
 
-/// Publishes one request on behalf of an already authenticated principal.
-async fn publish_one(
+/// Authorises and validates one publish of an already authenticated principal.
+async fn prepare(
     state: &State,
     principal: &crate::auth::Principal,
     req: PublishRequest,
-) -> Result<PublishResponse> {
+) -> Result<NewEvent> {
     let tenant = principal.tenant_for(&req.tenant_id, Access::Publish)?;
     let new = publish::validate(&tenant, req, state.config.max_payload_bytes)?;
     state.store.require_tenant(&tenant).await?;
-    let mut committed = state.writer.submit(vec![new]).await?;
-    let one = committed
+    Ok(new)
+}
+
+fn single(mut committed: Vec<Committed>) -> Result<PublishResponse> {
+    committed
         .pop()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("writer returned no result")))?;
-    Ok(response(one))
+        .map(response)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("writer returned no result")))
+}
+
+fn stream_answer(request_id: String, result: Result<PublishResponse>) -> PublishStreamResponse {
+    let result = match result {
+        Ok(published) => publish_stream_response::Result::Published(published),
+        Err(err) => {
+            let status = Status::from(err);
+            publish_stream_response::Result::Error(PublishError {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            })
+        }
+    };
+    PublishStreamResponse {
+        request_id,
+        result: Some(result),
+    }
 }
 
 fn start_of(req: &SubscribeRequest) -> Result<Start> {
@@ -96,8 +116,9 @@ impl EventService for EventApi {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let principal = self.state.principal(&request).await?;
-        let res = publish_one(&self.state, &principal, request.into_inner()).await?;
-        Ok(Response::new(res))
+        let new = prepare(&self.state, &principal, request.into_inner()).await?;
+        let committed = self.state.writer.submit(vec![new]).await?;
+        Ok(Response::new(single(committed)?))
     }
 
     async fn publish_batch(
@@ -149,40 +170,44 @@ impl EventService for EventApi {
         request: Request<Streaming<PublishStreamRequest>>,
     ) -> Result<Response<Self::PublishStreamStream>, Status> {
         let principal = self.state.principal(&request).await?;
-        let state = self.state.clone();
         let incoming = request.into_inner();
-        // `buffered` keeps answers in request order while up to STREAM_PIPELINE items
-        // are in flight, so they share group commits; it also bounds what we read
-        // ahead, which is the stream's flow control.
+        // Three stages keep both the answers and the stored events in request order
+        // while up to STREAM_PIPELINE items are in flight (sharing group commits):
+        // validate concurrently (`buffered` yields in order), queue to the writer one
+        // by one in that order, then await the commits concurrently, in order again.
+        // `buffered` also bounds what is read ahead: the stream's flow control.
+        let (validate_state, writer) = (self.state.clone(), self.state.writer.clone());
         let answers = incoming
             .map(move |item| {
-                let state = state.clone();
-                let principal = principal.clone();
+                let (state, principal) = (validate_state.clone(), principal.clone());
                 async move {
-                    let item = match item {
-                        Ok(item) => item,
-                        Err(status) => return Err(status),
-                    };
-                    let request_id = item.request_id;
-                    let result = match item.event {
+                    let item = item?;
+                    let prepared = match item.event {
                         None => Err(Error::invalid("event", "is required")),
-                        Some(event) => publish_one(&state, &principal, event).await,
+                        Some(event) => prepare(&state, &principal, event).await,
                     };
-                    let result = match result {
-                        Ok(published) => publish_stream_response::Result::Published(published),
-                        Err(err) => {
-                            let status = Status::from(err);
-                            publish_stream_response::Result::Error(PublishError {
-                                code: status.code() as i32,
-                                message: status.message().to_string(),
-                            })
-                        }
-                    };
-                    Ok(PublishStreamResponse {
-                        request_id,
-                        result: Some(result),
-                    })
+                    Ok::<_, Status>((item.request_id, prepared))
                 }
+            })
+            .buffered(STREAM_PIPELINE)
+            .then(move |prepared| {
+                let writer = writer.clone();
+                async move {
+                    let (request_id, prepared) = prepared?;
+                    let queued = match prepared {
+                        Ok(new) => writer.enqueue(vec![new]).await,
+                        Err(err) => Err(err),
+                    };
+                    Ok::<_, Status>((request_id, queued))
+                }
+            })
+            .map(|queued| async move {
+                let (request_id, queued) = queued?;
+                let result = match queued {
+                    Ok(commit) => commit.await.and_then(single),
+                    Err(err) => Err(err),
+                };
+                Ok(stream_answer(request_id, result))
             })
             .buffered(STREAM_PIPELINE);
         Ok(Response::new(Box::pin(answers)))
@@ -214,7 +239,7 @@ impl EventService for EventApi {
             heartbeat: Duration::from_secs(self.state.config.heartbeat_interval_secs),
             shutdown: self.state.shutdown.clone(),
         };
-        Ok(Response::new(tail.spawn()))
+        Ok(Response::new(tail.spawn().await?))
     }
 
     async fn get_event(

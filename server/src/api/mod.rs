@@ -2,5 +2,6 @@
 //! writer, convert. Business rules live in the modules they call.
 
 pub mod admin;
+pub mod deliveries;
 pub mod endpoints;
 pub mod events;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     bus::Bus,
     error::{Error, Result},
+    queue::{Queue, QueueItem},
     store::{
         Store,
         events::{Committed, NewEvent},
@@ -37,26 +38,70 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer; it stops once every `Writer` handle is dropped.
-    pub fn spawn(store: Store, bus: Arc<Bus>, idempotency_window_micros: i64) -> Writer {
+    pub fn spawn(
+        store: Store,
+        bus: Arc<Bus>,
+        queue: Arc<dyn Queue>,
+        idempotency_window_micros: i64,
+    ) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, bus, idempotency_window_micros, rx));
+        let sink = Sink { store, bus, queue };
+        tokio::spawn(run(sink, idempotency_window_micros, rx));
         Writer { tx }
     }
 
     /// Stores `events` atomically (with their deliveries) and returns what became of
     /// each, in order.
     pub async fn submit(&self, events: Vec<NewEvent>) -> Result<Vec<Committed>> {
+        self.enqueue(events).await?.await
+    }
+
+    /// Queues `events` and returns the wait for their commit. Jobs commit in the order
+    /// they were queued, so a caller that queues in order and awaits later keeps its
+    /// order while its jobs still share group commits.
+    pub async fn enqueue(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<impl std::future::Future<Output = Result<Vec<Committed>>> + use<>> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job { events, reply })
             .await
             .map_err(|_| Error::Unavailable("server is shutting down".into()))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("server is shutting down".into()))?
+        Ok(async move {
+            rx.await
+                .map_err(|_| Error::Unavailable("server is shutting down".into()))?
+        })
     }
 }
 
-async fn run(store: Store, bus: Arc<Bus>, window: i64, mut rx: mpsc::Receiver<Job>) {
+/// Where committed events go: storage, then the live bus and the delivery queue.
+struct Sink {
+    store: Store,
+    bus: Arc<Bus>,
+    queue: Arc<dyn Queue>,
+}
+
+impl Sink {
+    async fn commit(&self, events: Vec<NewEvent>, window: i64) -> Result<Vec<Committed>> {
+        let committed = self.store.commit_events(events, window).await?;
+        self.bus.publish_committed(&committed);
+        let items: Vec<QueueItem> = committed
+            .iter()
+            .flat_map(|c| c.new_deliveries.iter().cloned())
+            .collect();
+        // After the commit, and allowed to fail: the reconciler enqueues whatever is
+        // due and not queued, so a failed push only delays those deliveries.
+        if !items.is_empty()
+            && let Err(err) = self.queue.push(&items).await
+        {
+            tracing::warn!(error = %err, count = items.len(), "enqueue after publish failed; the reconciler will retry");
+        }
+        Ok(committed)
+    }
+}
+
+async fn run(sink: Sink, window: i64, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut size = first.events.len();
         let mut jobs = vec![first];
@@ -69,15 +114,14 @@ async fn run(store: Store, bus: Arc<Bus>, window: i64, mut rx: mpsc::Receiver<Jo
                 Err(_) => break,
             }
         }
-        commit_jobs(&store, &bus, window, jobs).await;
+        commit_jobs(&sink, window, jobs).await;
     }
 }
 
-async fn commit_jobs(store: &Store, bus: &Bus, window: i64, jobs: Vec<Job>) {
+async fn commit_jobs(sink: &Sink, window: i64, jobs: Vec<Job>) {
     let all: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
-    match store.commit_events(all, window).await {
+    match sink.commit(all, window).await {
         Ok(mut committed) => {
-            bus.publish_committed(&committed);
             for job in jobs {
                 let rest = committed.split_off(job.events.len());
                 let mine = std::mem::replace(&mut committed, rest);
@@ -91,10 +135,7 @@ async fn commit_jobs(store: &Store, bus: &Bus, window: i64, jobs: Vec<Job>) {
         // others that happened to share its transaction: retry each on its own.
         Err(_) => {
             for job in jobs {
-                let result = store.commit_events(job.events, window).await;
-                if let Ok(committed) = &result {
-                    bus.publish_committed(committed);
-                }
+                let result = sink.commit(job.events, window).await;
                 let _ = job.reply.send(result);
             }
         }

@@ -27,6 +27,8 @@ pub struct EndpointFields {
     pub format: String,
     pub schemes: Vec<String>,
     pub keygen_algorithm: String,
+    /// Retry delays in seconds; empty means the server's schedule.
+    pub retry_schedule: Vec<u32>,
 }
 
 impl EndpointFields {
@@ -43,6 +45,7 @@ impl EndpointFields {
             format: m.format.clone(),
             schemes: m.scheme_list(),
             keygen_algorithm: m.keygen_algorithm.clone(),
+            retry_schedule: m.retry_schedule_secs(),
         }
     }
 
@@ -57,12 +60,17 @@ impl EndpointFields {
         model.format = Set(self.format);
         model.schemes = Set(self.schemes.join(","));
         model.keygen_algorithm = Set(self.keygen_algorithm);
+        model.retry_schedule = Set(serde_json::to_string(&self.retry_schedule).unwrap_or_default());
     }
 }
 
 impl endpoint::Model {
     pub fn filter_list(&self) -> Vec<String> {
         serde_json::from_str(&self.filters).unwrap_or_default()
+    }
+
+    pub fn retry_schedule_secs(&self) -> Vec<u32> {
+        serde_json::from_str(&self.retry_schedule).unwrap_or_default()
     }
 
     pub fn scheme_list(&self) -> Vec<String> {
@@ -94,6 +102,7 @@ impl Store {
             secret: Set(secret.clone()),
             previous_secret: Set(None),
             previous_secret_expires_at: Set(None),
+            failing_since: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()

@@ -123,6 +123,11 @@ pub mod endpoint {
         pub secret: String,
         pub previous_secret: Option<String>,
         pub previous_secret_expires_at: Option<i64>,
+        /// JSON array of retry delays in seconds; `[]` means the server's schedule.
+        #[sea_orm(column_type = "Text")]
+        pub retry_schedule: String,
+        /// Start of the current run of failed attempts; `None` after a success.
+        pub failing_since: Option<i64>,
         pub created_at: i64,
         pub updated_at: i64,
     }
@@ -144,11 +149,55 @@ pub mod delivery {
         pub tenant_id: String,
         pub event_id: String,
         pub endpoint_id: String,
+        pub event_type: String,
+        /// Stable across automatic and manual retries: `webhook-id` and Keygen's
+        /// `meta.idempotencyToken`, on which receivers dedupe.
+        pub idempotency_token: String,
+        /// `DELIVERING`, `DELIVERED`, `FAILING` or `FAILED`.
         pub status: String,
         pub attempts: i32,
+        /// When the next attempt is due; `None` once finished.
         pub next_attempt_at: Option<i64>,
+        /// A worker holds the delivery until then; expired means free to take.
+        pub locked_until: Option<i64>,
+        pub last_attempt_at: Option<i64>,
+        pub last_response_code: Option<i32>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub last_error: Option<String>,
         pub created_at: i64,
         pub updated_at: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod attempt {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "attempts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub delivery_id: String,
+        pub tenant_id: String,
+        pub endpoint_id: String,
+        /// 1 for the first attempt of the delivery.
+        pub attempt: i32,
+        pub started_at: i64,
+        pub duration_micros: i64,
+        pub status_code: Option<i32>,
+        pub succeeded: bool,
+        /// `timeout`, `connection_refused`, `dns`, `tls`, `blocked_address`, ...
+        pub error_kind: Option<String>,
+        #[sea_orm(column_type = "Text", nullable)]
+        pub error_message: Option<String>,
+        /// The response body, truncated.
+        #[sea_orm(column_type = "Text")]
+        pub response_body: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ActiveValue::Set, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait, prelude::*,
+    DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait, prelude::*,
 };
 
 use super::{
@@ -45,6 +45,8 @@ pub struct Committed {
     pub duplicate: bool,
     /// Deliveries queued for the event.
     pub deliveries: u32,
+    /// The deliveries this commit created (empty for a duplicate), for the queue.
+    pub new_deliveries: Vec<crate::queue::QueueItem>,
 }
 
 /// Which events a read wants.
@@ -217,6 +219,7 @@ async fn commit_in(
                 event: original.event.clone(),
                 duplicate: true,
                 deliveries: original.deliveries,
+                new_deliveries: Vec::new(),
             });
             continue;
         }
@@ -232,28 +235,34 @@ async fn commit_in(
             idempotency_key: new.idempotency_key,
         };
         next_seq += 1;
-        let mut deliveries = 0u32;
+        let mut new_deliveries = Vec::new();
         for ep in matching(&endpoints, &filters, &model) {
-            deliveries += 1;
-            delivery_rows.push(delivery::ActiveModel {
-                id: Set(ids::new(Kind::Delivery)),
-                tenant_id: Set(model.tenant_id.clone()),
-                event_id: Set(model.id.clone()),
-                endpoint_id: Set(ep.id.clone()),
-                status: Set("DELIVERING".into()),
-                attempts: Set(0),
-                next_attempt_at: Set(Some(now)),
-                created_at: Set(now),
-                updated_at: Set(now),
+            let id = ids::new(Kind::Delivery);
+            new_deliveries.push(crate::queue::QueueItem {
+                delivery_id: id.clone(),
+                endpoint_id: ep.id.clone(),
             });
+            delivery_rows.push(super::deliveries::new_delivery(
+                id,
+                &model.tenant_id,
+                &model.id,
+                &ep.id,
+                &model.event_type,
+                now,
+            ));
         }
         let committed = Committed {
             event: model.clone(),
             duplicate: false,
-            deliveries,
+            deliveries: new_deliveries.len() as u32,
+            new_deliveries,
         };
         if let Some(key) = &model.idempotency_key {
-            seen.insert((model.tenant_id.clone(), key.clone()), committed.clone());
+            let original = Committed {
+                new_deliveries: Vec::new(),
+                ..committed.clone()
+            };
+            seen.insert((model.tenant_id.clone(), key.clone()), original);
         }
         event_rows.push(event::ActiveModel::from(model));
         results.push(committed);
@@ -270,6 +279,14 @@ async fn commit_in(
             .await?;
     }
     Ok(results)
+}
+
+/// The token receivers dedupe on: the same for every attempt, manual retry or replay
+/// of one event to one endpoint.
+pub fn idempotency_token(event_id: &str, endpoint_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{event_id}/{endpoint_id}").as_bytes());
+    format!("msg_{}", &hex::encode(digest)[..32])
 }
 
 fn chunks<T>(mut rows: Vec<T>) -> Vec<Vec<T>> {
@@ -338,6 +355,7 @@ async fn earlier_duplicates(
                     event: row,
                     duplicate: true,
                     deliveries: deliveries.try_into().unwrap_or(u32::MAX),
+                    new_deliveries: Vec::new(),
                 },
             );
         }

@@ -3,6 +3,7 @@
 //! Each submodule is a set of tenant-scoped query helpers for one table: callers pass
 //! the tenant they are authorised for, and a row of another tenant is simply not found.
 
+pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
 pub mod events;

@@ -2,7 +2,9 @@
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use ed25519_dalek::SigningKey;
-use sea_orm::{ActiveValue::Set, EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::*};
+use sea_orm::{
+    ActiveValue::Set, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::*,
+};
 
 use super::{Store, entities::tenant, page::Page};
 use crate::{
@@ -51,13 +53,31 @@ impl Store {
             .ok_or_else(|| Error::NotFound(format!("tenant '{id}' not found")))
     }
 
+    /// Tenants oldest first (ids are chosen by callers, so they do not sort by age);
+    /// the page key is `created_at:id` of the last row.
     pub async fn list_tenants(&self, page: &Page) -> Result<(Vec<tenant::Model>, String)> {
-        let mut query = tenant::Entity::find().order_by_asc(tenant::Column::Id);
+        let mut query = tenant::Entity::find()
+            .order_by_asc(tenant::Column::CreatedAt)
+            .order_by_asc(tenant::Column::Id);
         if let Some(after) = &page.after {
-            query = query.filter(tenant::Column::Id.gt(after.clone()));
+            let (created_at, id) = after
+                .split_once(':')
+                .and_then(|(t, id)| Some((t.parse::<i64>().ok()?, id.to_string())))
+                .ok_or_else(|| {
+                    Error::invalid("page_token", "is not a token returned by this server")
+                })?;
+            query = query.filter(
+                Condition::any()
+                    .add(tenant::Column::CreatedAt.gt(created_at))
+                    .add(
+                        Condition::all()
+                            .add(tenant::Column::CreatedAt.eq(created_at))
+                            .add(tenant::Column::Id.gt(id)),
+                    ),
+            );
         }
         let rows = query.limit(page.size + 1).all(&self.db).await?;
-        Ok(page.finish(rows, |t| t.id.clone()))
+        Ok(page.finish(rows, |t| format!("{}:{}", t.created_at, t.id)))
     }
 
     /// Deletes a tenant; foreign keys cascade to its events, endpoints, deliveries and keys.

@@ -17,16 +17,22 @@ use herald::{
 use sea_orm::{ConnectionTrait, Database};
 use tonic::{Request, transport::Channel};
 
-/// Which database a test runs against.
+/// Which storage a test runs against: SQLite with the in-process queue (the embedded
+/// default), or PostgreSQL with the Redis queue (production).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
 }
 
-/// Server of PostgreSQL tests; override with HERALD_TEST_POSTGRES_URL (no database part).
+/// Redis of the tests; override with HERALDTEST_REDIS_URL.
+pub fn redis_url() -> String {
+    std::env::var("HERALDTEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Server of PostgreSQL tests; override with HERALDTEST_POSTGRES_URL (no database part).
 fn postgres_server() -> String {
-    std::env::var("HERALD_TEST_POSTGRES_URL")
+    std::env::var("HERALDTEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
@@ -35,12 +41,14 @@ pub struct TestApp {
     pub admin_key: String,
     pub backend: Backend,
     pub config: Config,
+    pub redis_prefix: Option<String>,
     running: Option<Running>,
     _dir: tempfile::TempDir,
     pg_database: Option<String>,
 }
 
-/// Starts Herald with test defaults (http endpoints allowed, 1 s heartbeats).
+/// Starts Herald with test defaults: http endpoints allowed, webhooks may reach
+/// 127.0.0.1, 1 s heartbeats, retries after 1 s and 2 s, a 3 s request timeout.
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -63,7 +71,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
             );
             let admin = Database::connect(format!("{}/postgres", postgres_server()))
                 .await
-                .expect("PostgreSQL on 127.0.0.1:5432 (set HERALD_TEST_POSTGRES_URL)");
+                .expect("PostgreSQL on 127.0.0.1:5432 (set HERALDTEST_POSTGRES_URL)");
             admin
                 .execute_unprepared(&format!("CREATE DATABASE {name}"))
                 .await
@@ -73,12 +81,24 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         }
     };
     let admin_key = format!("test-admin-{}", ulid::Ulid::new());
+    let redis_prefix = (backend == Backend::Postgres).then(|| {
+        format!(
+            "herald-test-{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        )
+    });
     let mut config = Config {
         listen_addr: ([127, 0, 0, 1], 0).into(),
         database_url: Secret::new(database_url),
         admin_key: Some(Secret::new(admin_key.clone())),
         allow_http_endpoints: true,
         heartbeat_interval_secs: 1,
+        egress_allow_cidrs: vec!["127.0.0.1/32".parse().unwrap()],
+        retry_schedule_secs: vec![1, 2],
+        webhook_timeout_secs: 3,
+        requeue_after_secs: 5,
+        redis_url: redis_prefix.as_ref().map(|_| Secret::new(redis_url())),
+        redis_prefix: redis_prefix.clone().unwrap_or_else(|| "herald".into()),
         ..Config::default()
     };
     tweak(&mut config);
@@ -88,6 +108,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
         admin_key,
         backend,
         config,
+        redis_prefix,
         running: Some(running),
         _dir: dir,
         pg_database,
@@ -150,7 +171,7 @@ impl TestApp {
             ))
             .await
             .expect("create tenant");
-        let mut key = |role: Role| {
+        let key = |role: Role| {
             let mut admin = admin.clone();
             let admin_key = self.admin_key.clone();
             let tenant_id = id.to_string();
@@ -184,6 +205,39 @@ impl TestApp {
             running.shutdown().await.expect("clean shutdown");
         }
     }
+
+    /// Starts the server again on the same database and Redis prefix (a new port:
+    /// reconnect clients). Stops it first if it runs.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = server::start(self.config.clone())
+            .await
+            .expect("server restarts");
+        self.addr = running.addr;
+        self.running = Some(running);
+    }
+
+    /// Deletes every Redis key of this app's queue: Redis "losing its data".
+    pub async fn flush_redis(&self) {
+        let prefix = self.redis_prefix.as_ref().expect("a Redis-backed app");
+        delete_redis_keys(prefix).await;
+    }
+}
+
+async fn delete_redis_keys(prefix: &str) {
+    let client = redis::Client::open(redis_url()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis on 127.0.0.1:6379 (set HERALDTEST_REDIS_URL)");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+    }
 }
 
 impl Drop for TestApp {
@@ -191,6 +245,7 @@ impl Drop for TestApp {
         if let Some(running) = self.running.take() {
             running.shutdown_token().cancel();
         }
+        let redis_prefix = self.redis_prefix.take();
         if let Some(name) = self.pg_database.take() {
             // Best effort, on its own runtime: Drop cannot await.
             let _ = std::thread::spawn(move || {
@@ -199,6 +254,9 @@ impl Drop for TestApp {
                     .build()
                     .ok()?;
                 rt.block_on(async {
+                    if let Some(prefix) = redis_prefix {
+                        delete_redis_keys(&prefix).await;
+                    }
                     let admin = Database::connect(format!("{}/postgres", postgres_server()))
                         .await
                         .ok()?;

@@ -2,9 +2,12 @@
 //! SQLite and PostgreSQL. One test binary (see `helpers` for `spawn_app`).
 
 mod helpers;
+mod receiver;
 
+mod delivery;
 mod grpcurl;
 mod isolation;
 mod publish;
+mod resilience;
 mod smoke;
 mod subscribe;

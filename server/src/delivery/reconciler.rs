@@ -1,0 +1,68 @@
+//! The database is the source of truth; the queue is a cache of what to do next. The
+//! reconciler re-enqueues pending deliveries that are overdue by more than
+//! `requeue_after` (the queue must have lost them), or every due one at once when the
+//! queue reports it lost its data (Redis restarted empty, or the in-process queue of a
+//! process that just started).
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{queue::Queue, store::Store, time::now_micros};
+
+/// Deliveries enqueued per database read.
+const SWEEP_BATCH: u64 = 1000;
+
+pub struct Reconciler {
+    pub store: Store,
+    pub queue: Arc<dyn Queue>,
+    pub requeue_after: Duration,
+    pub interval: Duration,
+    /// Sweep everything due at start (the queue starts empty).
+    pub queue_starts_empty: bool,
+}
+
+impl Reconciler {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut lost = self.queue_starts_empty;
+        loop {
+            lost |= self.queue.lost_data().await.unwrap_or(false);
+            match self.sweep(lost).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(count = n, full = lost, "re-enqueued deliveries");
+                    }
+                    lost = false;
+                }
+                Err(err) => tracing::warn!(error = %err, "reconciler sweep failed"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    /// One sweep; returns how many deliveries were enqueued.
+    pub async fn sweep(&self, everything_due: bool) -> crate::error::Result<usize> {
+        let now = now_micros();
+        let cutoff = if everything_due {
+            now
+        } else {
+            now - i64::try_from(self.requeue_after.as_micros()).unwrap_or(i64::MAX / 2)
+        };
+        let mut total = 0;
+        loop {
+            let items = self.store.take_overdue(cutoff, SWEEP_BATCH).await?;
+            if items.is_empty() {
+                break;
+            }
+            self.queue.push(&items).await?;
+            total += items.len();
+            if (items.len() as u64) < SWEEP_BATCH {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,115 @@
+//! One webhook request: the URL, headers and body for an endpoint, rendered in its
+//! format and signed with its schemes. Shared by the worker and `PingEndpoint`.
+
+use std::time::SystemTime;
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::{
+    store::entities::{endpoint, tenant},
+    time::now_micros,
+    webhook::{
+        keygen,
+        render::{self, Envelope, Format},
+        standard,
+    },
+};
+
+/// The event side of a request.
+pub struct RequestParts<'a> {
+    pub delivery_id: &'a str,
+    pub event_type: &'a str,
+    pub payload_json: &'a str,
+    pub idempotency_token: &'a str,
+    pub created_at_micros: i64,
+    pub occurred_at_micros: i64,
+}
+
+/// The URL, headers and body of one attempt; `Err` when the stored data cannot make one
+/// (a bad URL or key would be a bug elsewhere, but it must fail the attempt, not panic).
+pub fn build(
+    endpoint: &endpoint::Model,
+    tenant: &tenant::Model,
+    parts: &RequestParts<'_>,
+    user_agent: &str,
+) -> Result<(url::Url, HeaderMap, Bytes), String> {
+    let url = url::Url::parse(&endpoint.url).map_err(|e| format!("endpoint url: {e}"))?;
+    let envelope = Envelope {
+        delivery_id: parts.delivery_id,
+        tenant_id: &tenant.id,
+        endpoint_url: &endpoint.url,
+        event_type: parts.event_type,
+        payload_json: parts.payload_json,
+        idempotency_token: parts.idempotency_token,
+        created_at_micros: parts.created_at_micros,
+        occurred_at_micros: parts.occurred_at_micros,
+    };
+    let body = render::render(Format::parse(&endpoint.format), &envelope);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    insert(&mut headers, "user-agent", user_agent)?;
+    let schemes = endpoint.scheme_list();
+    let now = SystemTime::now();
+    if schemes.iter().any(|s| s == "keygen") {
+        let key = signing_key(tenant)?;
+        let signed = keygen::sign(&key, &tenant.id, &url, &body, now);
+        insert(&mut headers, "date", &signed.date)?;
+        insert(&mut headers, "digest", &signed.digest)?;
+        insert(&mut headers, "keygen-signature", &signed.signature)?;
+    }
+    if schemes.iter().any(|s| s == "standard-webhooks") {
+        let timestamp = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let mut secrets = vec![endpoint.secret.as_str()];
+        if let (Some(previous), Some(until)) = (
+            &endpoint.previous_secret,
+            endpoint.previous_secret_expires_at,
+        ) && until > now_micros()
+        {
+            secrets.push(previous);
+        }
+        let signature = standard::sign(&secrets, parts.idempotency_token, timestamp, &body)
+            .map_err(|e| format!("endpoint secret: {e}"))?;
+        insert(&mut headers, "webhook-id", parts.idempotency_token)?;
+        insert(&mut headers, "webhook-timestamp", &timestamp.to_string())?;
+        insert(&mut headers, "webhook-signature", &signature)?;
+    }
+    Ok((url, headers, Bytes::from(body)))
+}
+
+pub fn signing_key(tenant: &tenant::Model) -> Result<SigningKey, String> {
+    let seed: [u8; 32] = STANDARD
+        .decode(&tenant.signing_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("tenant {} has an unreadable signing key", tenant.id))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), String> {
+    let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+    headers.insert(HeaderName::from_static(name), value);
+    Ok(())
+}
+
+/// The tenant's Ed25519 public key as a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) block.
+pub fn public_key_pem(public_key_hex: &str) -> Option<String> {
+    // DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), then the 32 key bytes.
+    const PREFIX: [u8; 12] = [
+        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+    ];
+    let key = hex::decode(public_key_hex).ok().filter(|k| k.len() == 32)?;
+    let der: Vec<u8> = PREFIX.iter().copied().chain(key).collect();
+    Some(format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        STANDARD.encode(der)
+    ))
+}

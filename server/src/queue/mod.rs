@@ -1,0 +1,79 @@
+//! The delivery queue: which deliveries are ready to attempt, and which wait for a retry.
+//!
+//! Entries carry ids only (the delivery and its endpoint); payloads stay in the database,
+//! so a backlog of millions costs Redis little. The database is the source of truth: the
+//! reconciler (`delivery::reconciler`) re-enqueues anything due that the queue lost, so an
+//! implementation may lose entries (Redis without persistence) but must report it through
+//! [`Queue::lost_data`] when it can tell.
+//!
+//! Two implementations behind one trait: [`redis::RedisQueue`] (a Stream read through a
+//! consumer group, retries in a sorted set moved to the stream by a Lua script, reclaim of
+//! a crashed worker's entries with XAUTOCLAIM) and [`memory::MemoryQueue`] (in-process, for
+//! the embedded default).
+//!
+//! Entries carry the endpoint id so that per-endpoint FIFO (an ordering key) can be added
+//! by sharding on it, without changing callers.
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use crate::error::Result;
+
+/// One queued delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct QueueItem {
+    pub delivery_id: String,
+    /// The ordering key (future per-endpoint FIFO) and the unit of concurrency caps.
+    pub endpoint_id: String,
+}
+
+/// An item handed to a consumer. It stays leased to that consumer until [`Queue::ack`];
+/// a lease not acked within the queue's lease time is handed out again (at-least-once).
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub item: QueueItem,
+    /// Implementation-specific handle (the stream entry id for Redis).
+    pub token: String,
+}
+
+/// Queue sizes, for metrics and the benchmark.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Ready entries not yet handed out.
+    pub ready: u64,
+    /// Entries waiting for their retry time.
+    pub scheduled: u64,
+    /// Entries handed out and not yet acked.
+    pub leased: u64,
+}
+
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Makes `items` ready now (one round trip for the whole slice).
+    async fn push(&self, items: &[QueueItem]) -> Result<()>;
+
+    /// Makes each item ready at its time (Unix microseconds); earlier or equal to now
+    /// means ready at the next [`Queue::promote_due`].
+    async fn schedule(&self, items: &[(QueueItem, i64)]) -> Result<()>;
+
+    /// Moves scheduled items due at `now_micros` to ready, atomically (an item is never
+    /// in both, never in neither). Returns how many moved.
+    async fn promote_due(&self, now_micros: i64) -> Result<u64>;
+
+    /// Up to `max` ready items, waiting up to `wait` for the first one. Also hands out
+    /// again the items whose lease expired (a crashed consumer's).
+    async fn pop(&self, max: usize, wait: Duration) -> Result<Vec<Lease>>;
+
+    /// Finishes leases: their items leave the queue.
+    async fn ack(&self, leases: &[Lease]) -> Result<()>;
+
+    /// True once after the queue noticed that it lost its data (for Redis: a restart
+    /// without persistence, FLUSHALL, or a lost consumer group). The reconciler then
+    /// re-enqueues every due delivery at once instead of waiting for them to look overdue.
+    async fn lost_data(&self) -> Result<bool>;
+
+    /// Current sizes.
+    async fn depth(&self) -> Result<Depth>;
+}

@@ -1,0 +1,464 @@
+//! Deliveries (the outbox rows) and their attempts: claiming by workers, recording
+//! outcomes, the delivery log queries, manual retries, replays and pruning.
+
+use std::collections::HashMap;
+
+use sea_orm::{
+    ActiveValue::Set, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait, prelude::*, sea_query::Query,
+};
+
+use super::{
+    Store,
+    entities::{attempt, delivery, endpoint, event, tenant},
+    events::idempotency_token,
+    page::Page,
+};
+use crate::{
+    delivery::{
+        outcome::{Decision, EndpointChange},
+        status,
+    },
+    error::Result,
+    filter::Filter,
+    ids::{self, Kind},
+    queue::QueueItem,
+    time::now_micros,
+};
+
+/// Everything an attempt needs, loaded in three queries for a batch of deliveries.
+#[derive(Default)]
+pub struct AttemptContext {
+    pub events: HashMap<String, event::Model>,
+    pub endpoints: HashMap<String, endpoint::Model>,
+    pub tenants: HashMap<String, tenant::Model>,
+}
+
+/// One attempt to record.
+pub struct AttemptRecord {
+    pub delivery: delivery::Model,
+    pub started_at: i64,
+    pub duration_micros: i64,
+    pub status_code: Option<u16>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub response_body: String,
+    pub decision: Decision,
+}
+
+/// Which deliveries a listing wants.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryQuery {
+    pub tenant_id: String,
+    pub endpoint_id: Option<String>,
+    pub event_id: Option<String>,
+    pub types: Option<Vec<&'static str>>,
+    pub status: Option<&'static str>,
+    pub created_after: Option<i64>,
+    pub created_before: Option<i64>,
+}
+
+impl Store {
+    /// Claims the deliveries among `ids` that are pending, due by `due_by` and not held
+    /// by another worker, holding them until `lock_until`. Atomic per row: two workers
+    /// never both get one.
+    pub async fn claim_deliveries(
+        &self,
+        ids: Vec<String>,
+        due_by: i64,
+        lock_until: i64,
+    ) -> Result<Vec<delivery::Model>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_micros();
+        Ok(delivery::Entity::update_many()
+            .col_expr(delivery::Column::LockedUntil, Expr::value(lock_until))
+            .filter(delivery::Column::Id.is_in(ids))
+            .filter(delivery::Column::Status.is_in(status::PENDING))
+            .filter(delivery::Column::NextAttemptAt.lte(due_by))
+            .filter(
+                Condition::any()
+                    .add(delivery::Column::LockedUntil.is_null())
+                    .add(delivery::Column::LockedUntil.lt(now)),
+            )
+            .exec_with_returning(&self.db)
+            .await?)
+    }
+
+    /// Loads the events, endpoints and tenants of `deliveries`.
+    pub async fn attempt_context(&self, deliveries: &[delivery::Model]) -> Result<AttemptContext> {
+        let mut event_ids: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
+        event_ids.sort_unstable();
+        event_ids.dedup();
+        let mut endpoint_ids: Vec<&str> =
+            deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let mut tenant_ids: Vec<&str> = deliveries.iter().map(|d| d.tenant_id.as_str()).collect();
+        tenant_ids.sort_unstable();
+        tenant_ids.dedup();
+        let events = event::Entity::find()
+            .filter(event::Column::Id.is_in(event_ids))
+            .all(&self.db)
+            .await?;
+        let endpoints = endpoint::Entity::find()
+            .filter(endpoint::Column::Id.is_in(endpoint_ids))
+            .all(&self.db)
+            .await?;
+        let tenants = tenant::Entity::find()
+            .filter(tenant::Column::Id.is_in(tenant_ids))
+            .all(&self.db)
+            .await?;
+        Ok(AttemptContext {
+            events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        })
+    }
+
+    /// Records an attempt and applies its decision to the delivery and the endpoint,
+    /// in one transaction. Returns the updated delivery.
+    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<delivery::Model> {
+        let now = now_micros();
+        let txn = self.db.begin().await?;
+        let d = &record.delivery;
+        let number = d.attempts + 1;
+        attempt::Entity::insert(attempt::ActiveModel {
+            id: Set(ids::new(Kind::Attempt)),
+            delivery_id: Set(d.id.clone()),
+            tenant_id: Set(d.tenant_id.clone()),
+            endpoint_id: Set(d.endpoint_id.clone()),
+            attempt: Set(number),
+            started_at: Set(record.started_at),
+            duration_micros: Set(record.duration_micros),
+            status_code: Set(record.status_code.map(i32::from)),
+            succeeded: Set(record.decision.status == status::DELIVERED),
+            error_kind: Set(record.error_kind.clone()),
+            error_message: Set(record.error_message.clone()),
+            response_body: Set(record.response_body.clone()),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        let mut updated = d.clone();
+        updated.status = record.decision.status.to_string();
+        updated.attempts = number;
+        updated.next_attempt_at = record.decision.next_attempt_at;
+        updated.locked_until = None;
+        updated.last_attempt_at = Some(record.started_at);
+        updated.last_response_code = record.status_code.map(i32::from);
+        updated.last_error = record.decision.last_error.clone();
+        updated.updated_at = now;
+        delivery::Entity::update(delivery::ActiveModel {
+            id: Set(updated.id.clone()),
+            status: Set(updated.status.clone()),
+            attempts: Set(updated.attempts),
+            next_attempt_at: Set(updated.next_attempt_at),
+            locked_until: Set(None),
+            last_attempt_at: Set(updated.last_attempt_at),
+            last_response_code: Set(updated.last_response_code),
+            last_error: Set(updated.last_error.clone()),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .exec(&txn)
+        .await?;
+        apply_endpoint_change(&txn, &d.endpoint_id, &record.decision.endpoint, now).await?;
+        txn.commit().await?;
+        Ok(updated)
+    }
+
+    /// Ends a delivery without an attempt (its endpoint is disabled, or its event gone).
+    pub async fn fail_without_attempt(&self, delivery_id: &str, reason: &str) -> Result<()> {
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::Status, Expr::value(status::FAILED))
+            .col_expr(
+                delivery::Column::NextAttemptAt,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                delivery::Column::LockedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(delivery::Column::LastError, Expr::value(reason))
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now_micros()))
+            .filter(delivery::Column::Id.eq(delivery_id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Pending deliveries due before `cutoff` and not held by a worker, oldest first;
+    /// their due time is moved to `now` so the next sweep does not take them again
+    /// before they are overdue once more.
+    pub async fn take_overdue(&self, cutoff: i64, limit: u64) -> Result<Vec<QueueItem>> {
+        let now = now_micros();
+        let rows: Vec<(String, String)> = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::Id)
+            .column(delivery::Column::EndpointId)
+            .filter(delivery::Column::Status.is_in(status::PENDING))
+            .filter(delivery::Column::NextAttemptAt.lte(cutoff))
+            .filter(
+                Condition::any()
+                    .add(delivery::Column::LockedUntil.is_null())
+                    .add(delivery::Column::LockedUntil.lt(now)),
+            )
+            .order_by_asc(delivery::Column::NextAttemptAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::NextAttemptAt, Expr::value(now))
+            .filter(delivery::Column::Id.is_in(rows.iter().map(|(id, _)| id.clone())))
+            .filter(delivery::Column::Status.is_in(status::PENDING))
+            .exec(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivery_id, endpoint_id)| QueueItem {
+                delivery_id,
+                endpoint_id,
+            })
+            .collect())
+    }
+
+    pub async fn get_delivery(&self, tenant_id: &str, id: &str) -> Result<Option<delivery::Model>> {
+        Ok(delivery::Entity::find_by_id(id)
+            .filter(delivery::Column::TenantId.eq(tenant_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// A page of deliveries, newest first.
+    pub async fn list_deliveries(
+        &self,
+        q: &DeliveryQuery,
+        page: &Page,
+    ) -> Result<(Vec<delivery::Model>, String)> {
+        let mut select = delivery::Entity::find()
+            .filter(delivery::Column::TenantId.eq(q.tenant_id.clone()))
+            .order_by_desc(delivery::Column::Id);
+        if let Some(ep) = &q.endpoint_id {
+            select = select.filter(delivery::Column::EndpointId.eq(ep.clone()));
+        }
+        if let Some(ev) = &q.event_id {
+            select = select.filter(delivery::Column::EventId.eq(ev.clone()));
+        }
+        if let Some(types) = &q.types {
+            select = select.filter(delivery::Column::EventType.is_in(types.iter().copied()));
+        }
+        if let Some(st) = q.status {
+            select = select.filter(delivery::Column::Status.eq(st));
+        }
+        if let Some(t) = q.created_after {
+            select = select.filter(delivery::Column::CreatedAt.gte(t));
+        }
+        if let Some(t) = q.created_before {
+            select = select.filter(delivery::Column::CreatedAt.lt(t));
+        }
+        if let Some(after) = &page.after {
+            select = select.filter(delivery::Column::Id.lt(after.clone()));
+        }
+        let rows = select.limit(page.size + 1).all(&self.db).await?;
+        Ok(page.finish(rows, |d| d.id.clone()))
+    }
+
+    /// A page of a delivery's attempts, first attempt first.
+    pub async fn list_attempts(
+        &self,
+        tenant_id: &str,
+        delivery_id: &str,
+        page: &Page,
+    ) -> Result<(Vec<attempt::Model>, String)> {
+        let mut select = attempt::Entity::find()
+            .filter(attempt::Column::TenantId.eq(tenant_id))
+            .filter(attempt::Column::DeliveryId.eq(delivery_id))
+            .order_by_asc(attempt::Column::Attempt);
+        if let Some(after) = page.after_i64()? {
+            select = select.filter(attempt::Column::Attempt.gt(after));
+        }
+        let rows = select.limit(page.size + 1).all(&self.db).await?;
+        Ok(page.finish(rows, |a| a.attempt.to_string()))
+    }
+
+    pub async fn delete_delivery(&self, tenant_id: &str, id: &str) -> Result<bool> {
+        let res = delivery::Entity::delete_many()
+            .filter(delivery::Column::Id.eq(id))
+            .filter(delivery::Column::TenantId.eq(tenant_id))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected > 0)
+    }
+
+    /// A manual retry: a new delivery of the same event to the same endpoint, due now,
+    /// with the same idempotency token. A still-pending original is superseded (failed)
+    /// so the receiver does not get both.
+    pub async fn retry_delivery(&self, original: &delivery::Model) -> Result<delivery::Model> {
+        let now = now_micros();
+        let txn = self.db.begin().await?;
+        let new_id = ids::new(Kind::Delivery);
+        if status::PENDING.contains(&original.status.as_str()) {
+            delivery::Entity::update_many()
+                .col_expr(delivery::Column::Status, Expr::value(status::FAILED))
+                .col_expr(
+                    delivery::Column::NextAttemptAt,
+                    Expr::value(Option::<i64>::None),
+                )
+                .col_expr(
+                    delivery::Column::LastError,
+                    Expr::value(format!("superseded by manual retry {new_id}")),
+                )
+                .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+                .filter(delivery::Column::Id.eq(original.id.clone()))
+                .exec(&txn)
+                .await?;
+        }
+        let model = new_delivery(
+            new_id,
+            &original.tenant_id,
+            &original.event_id,
+            &original.endpoint_id,
+            &original.event_type,
+            now,
+        );
+        let model = delivery::Entity::insert(model)
+            .exec_with_returning(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(model)
+    }
+
+    /// New deliveries to `endpoint` of the tenant's events received in `[since, until)`
+    /// that its filters and environment match, at most `limit`, oldest first.
+    pub async fn replay(
+        &self,
+        endpoint: &endpoint::Model,
+        filter: &Filter,
+        since: i64,
+        until: i64,
+        limit: u64,
+    ) -> Result<Vec<QueueItem>> {
+        let mut select = event::Entity::find()
+            .select_only()
+            .column(event::Column::Id)
+            .column(event::Column::EventType)
+            .filter(event::Column::TenantId.eq(endpoint.tenant_id.clone()))
+            .filter(event::Column::Environment.eq(endpoint.environment.clone()))
+            .filter(event::Column::ReceivedAt.gte(since))
+            .filter(event::Column::ReceivedAt.lt(until))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit);
+        if let Some(types) = filter.names() {
+            select = select.filter(event::Column::EventType.is_in(types));
+        }
+        let events: Vec<(String, String)> = select.into_tuple().all(&self.db).await?;
+        let now = now_micros();
+        let rows: Vec<delivery::ActiveModel> = events
+            .iter()
+            .map(|(event_id, event_type)| {
+                new_delivery(
+                    ids::new(Kind::Delivery),
+                    &endpoint.tenant_id,
+                    event_id,
+                    &endpoint.id,
+                    event_type,
+                    now,
+                )
+            })
+            .collect();
+        let items = rows
+            .iter()
+            .map(|r| QueueItem {
+                delivery_id: r.id.clone().unwrap(),
+                endpoint_id: endpoint.id.clone(),
+            })
+            .collect();
+        let txn = self.db.begin().await?;
+        for chunk in rows.chunks(500) {
+            delivery::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        Ok(items)
+    }
+
+    /// Deletes up to `batch` events received before `before` (their deliveries and
+    /// attempts go with them). Returns how many were deleted.
+    pub async fn prune_events(&self, before: i64, batch: u64) -> Result<u64> {
+        let oldest = Query::select()
+            .column(event::Column::Seq)
+            .from(event::Entity)
+            .and_where(event::Column::ReceivedAt.lt(before))
+            .order_by(event::Column::Seq, sea_orm::Order::Asc)
+            .limit(batch)
+            .to_owned();
+        let res = event::Entity::delete_many()
+            .filter(event::Column::Seq.in_subquery(oldest))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+}
+
+/// A fresh `DELIVERING` row, due now.
+pub fn new_delivery(
+    id: String,
+    tenant_id: &str,
+    event_id: &str,
+    endpoint_id: &str,
+    event_type: &str,
+    now: i64,
+) -> delivery::ActiveModel {
+    delivery::ActiveModel {
+        id: Set(id),
+        tenant_id: Set(tenant_id.to_string()),
+        event_id: Set(event_id.to_string()),
+        endpoint_id: Set(endpoint_id.to_string()),
+        event_type: Set(event_type.to_string()),
+        idempotency_token: Set(idempotency_token(event_id, endpoint_id)),
+        status: Set(status::DELIVERING.into()),
+        attempts: Set(0),
+        next_attempt_at: Set(Some(now)),
+        locked_until: Set(None),
+        last_attempt_at: Set(None),
+        last_response_code: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+async fn apply_endpoint_change<C: ConnectionTrait>(
+    conn: &C,
+    endpoint_id: &str,
+    change: &EndpointChange,
+    now: i64,
+) -> Result<()> {
+    let update = endpoint::Entity::update_many().filter(endpoint::Column::Id.eq(endpoint_id));
+    let update = match change {
+        EndpointChange::None => return Ok(()),
+        EndpointChange::ClearFailing => update.col_expr(
+            endpoint::Column::FailingSince,
+            Expr::value(Option::<i64>::None),
+        ),
+        EndpointChange::StartFailing(since) => update
+            .col_expr(endpoint::Column::FailingSince, Expr::value(*since))
+            .filter(endpoint::Column::FailingSince.is_null()),
+        EndpointChange::Disable(reason) => update
+            .col_expr(endpoint::Column::Enabled, Expr::value(false))
+            .col_expr(
+                endpoint::Column::DisabledReason,
+                Expr::value(reason.clone()),
+            )
+            .col_expr(endpoint::Column::UpdatedAt, Expr::value(now))
+            .filter(endpoint::Column::Enabled.eq(true)),
+    };
+    update.exec(conn).await?;
+    Ok(())
+}
