@@ -64,7 +64,13 @@ pub struct Tail {
     pub start: Start,
     pub heartbeat: Duration,
     pub shutdown: CancellationToken,
+    /// The key that opened the tail: a revoked key (or a deleted tenant) ends it.
+    pub key_id: String,
 }
+
+/// How often (at most) an open tail checks that its key is still valid; more often when
+/// heartbeats are more frequent.
+const RECHECK_KEY_EVERY: Duration = Duration::from_secs(10);
 
 type Sink = mpsc::Sender<Result<SubscribeResponse, Status>>;
 
@@ -94,6 +100,8 @@ impl Tail {
     async fn run(self, tx: Sink, mut live: Receiver<Arc<LiveEvent>>, mut last: i64) -> Result<()> {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.reset();
+        let mut recheck = tokio::time::interval(self.heartbeat.min(RECHECK_KEY_EVERY));
+        recheck.reset();
         'catch_up: loop {
             loop {
                 let page = self
@@ -118,6 +126,13 @@ impl Tail {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return Ok(()),
                     _ = tx.closed() => return Ok(()),
+                    _ = recheck.tick() => {
+                        if !self.store.key_still_valid(&self.key_id, &self.query.tenant_id).await? {
+                            return Err(Error::Unauthenticated(
+                                "the API key was revoked or its tenant deleted".into(),
+                            ));
+                        }
+                    }
                     _ = heartbeat.tick() => {
                         let beat = Kind::Heartbeat(proto::Heartbeat {
                             time: Some(time::to_timestamp(time::now_micros())),

@@ -219,7 +219,7 @@ impl EventService for EventApi {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let (_, tenant) = self
+        let (principal, tenant) = self
             .state
             .tenant_scope(&request, &request.get_ref().tenant_id, Access::Read)
             .await?;
@@ -238,6 +238,7 @@ impl EventService for EventApi {
             start,
             heartbeat: Duration::from_secs(self.state.config.heartbeat_interval_secs),
             shutdown: self.state.shutdown.clone(),
+            key_id: principal.key_id,
         };
         Ok(Response::new(tail.spawn().await?))
     }

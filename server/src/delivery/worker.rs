@@ -270,11 +270,18 @@ impl Attempt {
                 Duration::ZERO,
             ),
         };
+        // The endpoint's own retry schedule, if it has one, replaces the server's.
+        let schedule = endpoint.retry_schedule_secs();
+        let policy = if schedule.is_empty() {
+            w.policy.clone()
+        } else {
+            RetryPolicy::from_secs(&schedule)
+        };
         let decision = outcome::decide(
             &result,
             (d.attempts + 1) as u32,
             now_micros(),
-            &w.policy,
+            &policy,
             endpoint.failing_since,
             w.auto_disable_after,
         );

@@ -75,6 +75,17 @@ impl Store {
             .await?)
     }
 
+    /// Whether key `key_id` is still active and tenant `tenant_id` still exists (checked
+    /// by long-lived tails).
+    pub async fn key_still_valid(&self, key_id: &str, tenant_id: &str) -> Result<bool> {
+        let key_active = api_key::Entity::find_by_id(key_id)
+            .filter(api_key::Column::RevokedAt.is_null())
+            .one(&self.db)
+            .await?
+            .is_some();
+        Ok(key_active && self.get_tenant(tenant_id).await?.is_some())
+    }
+
     pub async fn get_api_key(&self, id: &str) -> Result<Option<api_key::Model>> {
         Ok(api_key::Entity::find_by_id(id).one(&self.db).await?)
     }

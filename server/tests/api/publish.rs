@@ -1206,7 +1206,10 @@ async fn stream_answers_every_request_in_order(backend: Backend) {
         }
     }
     assert_eq!(expected.len(), 50 - broken.len() - 1);
-    assert_eq!(stored, expected, "every valid item is stored once, in request order");
+    assert_eq!(
+        stored, expected,
+        "every valid item is stored once, in request order"
+    );
 }
 
 // ---------------------------------------------------------------------------------
