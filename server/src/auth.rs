@@ -139,24 +139,28 @@ impl Principal {
     }
 }
 
-/// Reads the bearer key from `metadata` and finds its active key.
-pub async fn authenticate(store: &Store, metadata: &MetadataMap) -> Result<Principal> {
+/// The secret of `authorization: Bearer <key>`.
+pub fn bearer_secret(metadata: &MetadataMap) -> Result<&str> {
     let value = metadata.get("authorization").ok_or_else(|| {
         Error::Unauthenticated("missing `authorization: Bearer <key>` metadata".into())
     })?;
     let value = value
         .to_str()
         .map_err(|_| Error::Unauthenticated("authorization metadata is not text".into()))?;
-    let secret = value
+    value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
             Error::Unauthenticated("authorization metadata must be `Bearer <key>`".into())
-        })?;
+        })
+}
+
+/// The principal of the active key whose secret hashes to `key_hash`.
+pub async fn principal_for(store: &Store, key_hash: &str) -> Result<Principal> {
     let key = store
-        .find_active_key(secret)
+        .find_active_key_by_hash(key_hash)
         .await?
         .ok_or_else(|| Error::Unauthenticated("unknown or revoked API key".into()))?;
     let role = Role::parse(&key.role)

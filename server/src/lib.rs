@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod convert;

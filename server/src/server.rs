@@ -162,6 +162,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sender,
         user_agent,
         shutdown: shutdown.clone(),
+        credentials: Default::default(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();

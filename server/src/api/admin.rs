@@ -116,7 +116,9 @@ impl AdminService for AdminApi {
         self.state.principal(&request).await?.require_admin()?;
         let id = &request.get_ref().id;
         validate_tenant_id("id", id)?;
-        if !self.state.store.delete_tenant(id).await? {
+        let deleted = self.state.store.delete_tenant(id).await?;
+        self.state.credentials.forget();
+        if !deleted {
             return Err(Error::NotFound(format!("tenant '{id}' not found")).into());
         }
         Ok(Response::new(DeleteTenantResponse {}))
@@ -200,12 +202,9 @@ impl AdminService for AdminApi {
             )
             .into());
         }
-        let key = self
-            .state
-            .store
-            .revoke_api_key(id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("API key '{id}' not found")))?;
+        let key = self.state.store.revoke_api_key(id).await?;
+        self.state.credentials.forget();
+        let key = key.ok_or_else(|| Error::NotFound(format!("API key '{id}' not found")))?;
         Ok(Response::new(convert::api_key(&key)))
     }
 }

@@ -61,7 +61,7 @@ async fn prepare(
 ) -> Result<NewEvent> {
     let tenant = principal.tenant_for(&req.tenant_id, Access::Publish)?;
     let new = publish::validate(&tenant, req, state.config.max_payload_bytes)?;
-    state.store.require_tenant(&tenant).await?;
+    state.require_tenant(&tenant).await?;
     Ok(new)
 }
 
@@ -155,7 +155,7 @@ impl EventService for EventApi {
             new.push(event);
         }
         for tenant in &tenants {
-            self.state.store.require_tenant(tenant).await?;
+            self.state.require_tenant(tenant).await?;
         }
         let committed = self.state.writer.submit(new).await?;
         Ok(Response::new(PublishBatchResponse {

@@ -285,8 +285,9 @@ impl Attempt {
             endpoint.failing_since,
             w.auto_disable_after,
         );
-        let next = decision.next_attempt_at;
-        w.store
+        // The delivery as recorded: a superseded one gets no retry.
+        let recorded = w
+            .store
             .record_attempt(AttemptRecord {
                 delivery: d.clone(),
                 started_at,
@@ -298,7 +299,7 @@ impl Attempt {
                 decision,
             })
             .await?;
-        if let Some(at) = next {
+        if let Some(at) = recorded.next_attempt_at {
             // If this fails the reconciler finds the retry once it is overdue.
             if let Err(err) = w.queue.schedule(&[(self.lease.item.clone(), at)]).await {
                 tracing::warn!(delivery = %d.id, error = %err, "could not schedule the retry");

@@ -149,20 +149,62 @@ impl Store {
         updated.last_response_code = record.status_code.map(i32::from);
         updated.last_error = record.decision.last_error.clone();
         updated.updated_at = now;
-        delivery::Entity::update(delivery::ActiveModel {
-            id: Set(updated.id.clone()),
-            status: Set(updated.status.clone()),
-            attempts: Set(updated.attempts),
-            next_attempt_at: Set(updated.next_attempt_at),
-            locked_until: Set(None),
-            last_attempt_at: Set(updated.last_attempt_at),
-            last_response_code: Set(updated.last_response_code),
-            last_error: Set(updated.last_error.clone()),
-            updated_at: Set(now),
-            ..Default::default()
-        })
-        .exec(&txn)
-        .await?;
+        // Only a still-pending delivery takes the decision: one that was finished while
+        // the attempt was in flight (superseded by a manual retry) stays finished, so it
+        // is not brought back and retried.
+        let applied = delivery::Entity::update_many()
+            .col_expr(delivery::Column::Status, Expr::value(updated.status.clone()))
+            .col_expr(delivery::Column::Attempts, Expr::value(updated.attempts))
+            .col_expr(
+                delivery::Column::NextAttemptAt,
+                Expr::value(updated.next_attempt_at),
+            )
+            .col_expr(
+                delivery::Column::LockedUntil,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                delivery::Column::LastAttemptAt,
+                Expr::value(updated.last_attempt_at),
+            )
+            .col_expr(
+                delivery::Column::LastResponseCode,
+                Expr::value(updated.last_response_code),
+            )
+            .col_expr(
+                delivery::Column::LastError,
+                Expr::value(updated.last_error.clone()),
+            )
+            .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+            .filter(delivery::Column::Id.eq(d.id.clone()))
+            .filter(delivery::Column::Status.is_in(status::PENDING))
+            .exec(&txn)
+            .await?
+            .rows_affected
+            > 0;
+        if !applied {
+            delivery::Entity::update_many()
+                .col_expr(delivery::Column::Attempts, Expr::value(updated.attempts))
+                .col_expr(
+                    delivery::Column::LockedUntil,
+                    Expr::value(Option::<i64>::None),
+                )
+                .col_expr(
+                    delivery::Column::LastAttemptAt,
+                    Expr::value(updated.last_attempt_at),
+                )
+                .col_expr(
+                    delivery::Column::LastResponseCode,
+                    Expr::value(updated.last_response_code),
+                )
+                .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
+                .filter(delivery::Column::Id.eq(d.id.clone()))
+                .exec(&txn)
+                .await?;
+            if let Some(current) = delivery::Entity::find_by_id(d.id.clone()).one(&txn).await? {
+                updated = current;
+            }
+        }
         apply_endpoint_change(&txn, &d.endpoint_id, &record.decision.endpoint, now).await?;
         txn.commit().await?;
         Ok(updated)

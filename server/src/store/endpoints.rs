@@ -146,8 +146,14 @@ impl Store {
         let Some(current) = self.get_endpoint(tenant_id, id).await? else {
             return Ok(None);
         };
+        // Re-enabling starts a new run: failures from before the endpoint was disabled
+        // must not count towards auto-disable (it would be disabled again at once).
+        let enabling = fields.enabled && !current.enabled;
         let mut model = current.into_active_model();
         fields.apply(&mut model);
+        if enabling {
+            model.failing_since = Set(None);
+        }
         model.updated_at = Set(now_micros());
         Ok(Some(model.update(&self.db).await?))
     }

@@ -66,10 +66,10 @@ impl Store {
             .await?)
     }
 
-    /// The active key whose secret is `secret`.
-    pub async fn find_active_key(&self, secret: &str) -> Result<Option<api_key::Model>> {
+    /// The active key whose secret hashes to `key_hash` (see [`hash_secret`]).
+    pub async fn find_active_key_by_hash(&self, key_hash: &str) -> Result<Option<api_key::Model>> {
         Ok(api_key::Entity::find()
-            .filter(api_key::Column::KeyHash.eq(hash_secret(secret)))
+            .filter(api_key::Column::KeyHash.eq(key_hash))
             .filter(api_key::Column::RevokedAt.is_null())
             .one(&self.db)
             .await?)
