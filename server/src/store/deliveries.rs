@@ -153,7 +153,10 @@ impl Store {
         // the attempt was in flight (superseded by a manual retry) stays finished, so it
         // is not brought back and retried.
         let applied = delivery::Entity::update_many()
-            .col_expr(delivery::Column::Status, Expr::value(updated.status.clone()))
+            .col_expr(
+                delivery::Column::Status,
+                Expr::value(updated.status.clone()),
+            )
             .col_expr(delivery::Column::Attempts, Expr::value(updated.attempts))
             .col_expr(
                 delivery::Column::NextAttemptAt,
