@@ -125,7 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             concurrency: config.delivery_concurrency,
             endpoint_concurrency: config.endpoint_concurrency,
             lease,
-            busy_endpoint_delay: timeout.min(Duration::from_secs(5)),
+            busy_endpoint_delay: Duration::from_secs(1),
             policy: RetryPolicy::from_secs(&config.retry_schedule_secs),
             auto_disable_after: Duration::from_secs(config.auto_disable_after_secs),
             user_agent: user_agent.clone(),

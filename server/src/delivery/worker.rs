@@ -1,18 +1,22 @@
 //! The delivery worker: queue → claim → render, sign, send → record → retry or done.
 //!
-//! Each attempt runs in its own task. Two semaphores bound them: one per endpoint (so a
-//! slow or dead endpoint holds at most `endpoint_concurrency` attempts and cannot starve
-//! the others) and one per process. A popped delivery whose endpoint is already at its
-//! cap is put back in the queue for a little later rather than waiting in memory, so a
-//! hanging endpoint's backlog never blocks the loop.
+//! Concurrency is capped per endpoint (`endpoint_concurrency` requests in flight) and per
+//! process. Each endpoint has a slot: the deliveries it is sending, and a short line of
+//! claimed deliveries waiting for one of those to finish (at most twice the cap). A task
+//! that finishes a request takes the next one of its endpoint's line, so a busy endpoint
+//! runs at its cap without going back to the queue. Whatever does not fit in the line
+//! is put back in the queue for a second later, so a slow or dead endpoint's backlog
+//! neither blocks the loop nor fills memory, and other endpoints are never held up.
+//! Recording an attempt happens off the endpoint's slot: the next request starts while
+//! the previous one is written.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{
@@ -40,17 +44,33 @@ const POP_WAIT: Duration = Duration::from_millis(500);
 const PROMOTE_EVERY: Duration = Duration::from_millis(200);
 /// Slack when claiming: an entry promoted a moment early is still due.
 const DUE_SLACK_MICROS: i64 = 1_000_000;
+/// An endpoint's line holds this many times its concurrency cap.
+const LINE_PER_CAP: usize = 2;
 
 pub struct WorkerConfig {
     pub concurrency: usize,
     pub endpoint_concurrency: usize,
     /// How long a claimed delivery stays ours: longer than the request timeout.
     pub lease: Duration,
-    /// How long a delivery waits when its endpoint is at its cap.
+    /// How long a delivery waits in the queue when its endpoint's line is full.
     pub busy_endpoint_delay: Duration,
     pub policy: RetryPolicy,
     pub auto_disable_after: Duration,
     pub user_agent: String,
+}
+
+/// A claimed delivery with what its attempt needs.
+struct Job {
+    delivery: delivery::Model,
+    lease: Lease,
+    context: Arc<AttemptContext>,
+}
+
+/// One endpoint's requests in flight and its line.
+#[derive(Default)]
+struct Slot {
+    running: usize,
+    waiting: VecDeque<Job>,
 }
 
 pub struct Worker {
@@ -59,7 +79,20 @@ pub struct Worker {
     sender: Sender,
     config: WorkerConfig,
     global: Arc<Semaphore>,
-    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+/// What sending a job came to.
+enum Sent {
+    /// No request was made: the delivery ends with this reason.
+    Skipped(String),
+    /// A request was made (or could not be built).
+    Attempted {
+        started_at: i64,
+        result: AttemptResult,
+        body: String,
+        duration: Duration,
+    },
 }
 
 impl Worker {
@@ -69,7 +102,7 @@ impl Worker {
             queue,
             sender,
             global: Arc::new(Semaphore::new(config.concurrency)),
-            per_endpoint: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
             config,
         }
     }
@@ -106,36 +139,47 @@ impl Worker {
         promoter.abort();
     }
 
-    fn endpoint_semaphore(&self, endpoint_id: &str) -> Arc<Semaphore> {
-        let mut map = self.per_endpoint.lock().unwrap_or_else(|e| e.into_inner());
-        // Drop idle entries now and then so deleted endpoints don't accumulate.
-        if map.len() > 10_000 {
-            let cap = self.config.endpoint_concurrency;
-            map.retain(|_, s| s.available_permits() < cap);
-        }
-        map.entry(endpoint_id.to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.config.endpoint_concurrency)))
-            .clone()
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn dispatch(&self, leases: Vec<Lease>) -> Result<()> {
+    async fn dispatch(self: &Arc<Self>, leases: Vec<Lease>) -> Result<()> {
         let now = now_micros();
-        let mut runnable: HashMap<String, (Lease, OwnedSemaphorePermit)> = HashMap::new();
+        let cap = self.config.endpoint_concurrency;
+        // Take what the endpoints' slots and lines have room for. Only this loop adds
+        // to slots, so the room can only grow until the jobs are placed below.
+        let mut accepted: HashMap<String, Lease> = HashMap::new();
+        // Deliveries that can start at once are held for one lease; those that go to a
+        // line for as many leases as they may wait rounds (a crash frees the former
+        // sooner).
+        let (mut start_now, mut in_line) = (Vec::new(), Vec::new());
         let mut busy = Vec::new();
         let mut done = Vec::new();
-        for lease in leases {
-            if runnable.contains_key(&lease.item.delivery_id) {
-                done.push(lease); // the same delivery twice in one batch
-                continue;
-            }
-            match self
-                .endpoint_semaphore(&lease.item.endpoint_id)
-                .try_acquire_owned()
-            {
-                Ok(permit) => {
-                    runnable.insert(lease.item.delivery_id.clone(), (lease, permit));
+        {
+            let slots = self.lock_slots();
+            let mut planned: HashMap<String, usize> = HashMap::new();
+            for lease in leases {
+                if accepted.contains_key(&lease.item.delivery_id) {
+                    done.push(lease); // the same delivery twice in one batch
+                    continue;
                 }
-                Err(_) => busy.push(lease),
+                let endpoint = &lease.item.endpoint_id;
+                let (running, waiting) = slots
+                    .get(endpoint)
+                    .map(|s| (s.running, s.waiting.len()))
+                    .unwrap_or((0, 0));
+                let load = running + waiting + planned.get(endpoint).copied().unwrap_or(0);
+                if load >= cap * (1 + LINE_PER_CAP) {
+                    busy.push(lease);
+                    continue;
+                }
+                *planned.entry(endpoint.clone()).or_default() += 1;
+                if load < cap {
+                    start_now.push(lease.item.delivery_id.clone());
+                } else {
+                    in_line.push(lease.item.delivery_id.clone());
+                }
+                accepted.insert(lease.item.delivery_id.clone(), lease);
             }
         }
         if !busy.is_empty() {
@@ -144,101 +188,104 @@ impl Worker {
             self.queue.schedule(&later).await?;
             self.queue.ack(&busy).await?;
         }
-        let claimed = self
+        let due_by = now + DUE_SLACK_MICROS;
+        let mut claimed = self
             .store
-            .claim_deliveries(
-                runnable.keys().cloned().collect(),
-                now + DUE_SLACK_MICROS,
-                now + micros(self.config.lease),
-            )
+            .claim_deliveries(start_now, due_by, now + micros(self.config.lease))
             .await?;
+        if !in_line.is_empty() {
+            let hold = self.config.lease * (LINE_PER_CAP as u32 + 1);
+            claimed.extend(
+                self.store
+                    .claim_deliveries(in_line, due_by, now + micros(hold))
+                    .await?,
+            );
+        }
         let context = Arc::new(self.store.attempt_context(&claimed).await?);
-        for delivery in claimed {
-            let Some((lease, endpoint_permit)) = runnable.remove(&delivery.id) else {
-                continue;
-            };
-            let Ok(global_permit) = self.global.clone().acquire_owned().await else {
-                break;
-            };
-            let job = Attempt {
-                worker: self.clone_parts(),
-                context: context.clone(),
-                delivery,
-                lease,
-            };
-            tokio::spawn(async move {
-                job.run().await;
-                drop((endpoint_permit, global_permit));
-            });
+        let mut start = Vec::new();
+        {
+            let mut slots = self.lock_slots();
+            for delivery in claimed {
+                let Some(lease) = accepted.remove(&delivery.id) else {
+                    continue;
+                };
+                let job = Job {
+                    delivery,
+                    lease,
+                    context: context.clone(),
+                };
+                let slot = slots.entry(job.lease.item.endpoint_id.clone()).or_default();
+                if slot.running < cap {
+                    slot.running += 1;
+                    start.push(job);
+                } else {
+                    slot.waiting.push_back(job);
+                }
+            }
+        }
+        for job in start {
+            tokio::spawn(self.clone().drive(job));
         }
         // Entries whose delivery was not claimable: finished, deleted, held by another
         // worker, or not due (a stale copy of a rescheduled retry). Drop them.
-        done.extend(runnable.into_values().map(|(lease, _)| lease));
+        done.extend(accepted.into_values());
         if !done.is_empty() {
             self.queue.ack(&done).await?;
         }
         Ok(())
     }
 
-    fn clone_parts(&self) -> Parts {
-        Parts {
-            store: self.store.clone(),
-            queue: self.queue.clone(),
-            sender: self.sender.clone(),
-            policy: self.config.policy.clone(),
-            auto_disable_after: self.config.auto_disable_after,
-            user_agent: self.config.user_agent.clone(),
-        }
-    }
-}
-
-/// What an attempt task needs of the worker.
-struct Parts {
-    store: Store,
-    queue: Arc<dyn Queue>,
-    sender: Sender,
-    policy: RetryPolicy,
-    auto_disable_after: Duration,
-    user_agent: String,
-}
-
-struct Attempt {
-    worker: Parts,
-    context: Arc<AttemptContext>,
-    delivery: delivery::Model,
-    lease: Lease,
-}
-
-impl Attempt {
-    async fn run(self) {
-        let id = self.delivery.id.clone();
-        match self.attempt().await {
-            Ok(()) => {}
-            // Not acked: the lease expires and the entry comes back (at-least-once).
-            Err(err) => tracing::warn!(delivery = %id, error = %err, "attempt not recorded"),
+    /// Sends `job`, then the jobs waiting in its endpoint's line, one after another;
+    /// each is recorded by a task of its own.
+    async fn drive(self: Arc<Self>, mut job: Job) {
+        loop {
+            let Ok(permit) = self.global.clone().acquire_owned().await else {
+                return;
+            };
+            let endpoint_id = job.lease.item.endpoint_id.clone();
+            let sent = self.send(&job).await;
+            let worker = self.clone();
+            tokio::spawn(async move {
+                let id = job.delivery.id.clone();
+                // Not acked on error: the lease expires and the entry comes back.
+                if let Err(err) = worker.finish(&job, sent).await {
+                    tracing::warn!(delivery = %id, error = %err, "attempt not recorded");
+                }
+                drop(permit);
+            });
+            match self.next_in_line(&endpoint_id) {
+                Some(next) => job = next,
+                None => return,
+            }
         }
     }
 
-    async fn attempt(&self) -> Result<()> {
-        let w = &self.worker;
-        let d = &self.delivery;
+    fn next_in_line(&self, endpoint_id: &str) -> Option<Job> {
+        let mut slots = self.lock_slots();
+        let slot = slots.get_mut(endpoint_id)?;
+        if let Some(job) = slot.waiting.pop_front() {
+            return Some(job);
+        }
+        slot.running -= 1;
+        if slot.running == 0 {
+            slots.remove(endpoint_id);
+        }
+        None
+    }
+
+    async fn send(&self, job: &Job) -> Sent {
+        let d = &job.delivery;
         let (Some(endpoint), Some(event), Some(tenant)) = (
-            self.context.endpoints.get(&d.endpoint_id),
-            self.context.events.get(&d.event_id),
-            self.context.tenants.get(&d.tenant_id),
+            job.context.endpoints.get(&d.endpoint_id),
+            job.context.events.get(&d.event_id),
+            job.context.tenants.get(&d.tenant_id),
         ) else {
             // Deleted meanwhile (the delivery row went with it) or pruned.
-            w.store
-                .fail_without_attempt(&d.id, "its event or endpoint no longer exists")
-                .await?;
-            return w.queue.ack(std::slice::from_ref(&self.lease)).await;
+            return Sent::Skipped("its event or endpoint no longer exists".into());
         };
         if !endpoint.enabled {
-            let reason = format!("endpoint disabled: {}", endpoint.disabled_reason);
-            w.store.fail_without_attempt(&d.id, &reason).await?;
-            return w.queue.ack(std::slice::from_ref(&self.lease)).await;
+            return Sent::Skipped(format!("endpoint disabled: {}", endpoint.disabled_reason));
         }
-
         let started_at = now_micros();
         let parts = RequestParts {
             delivery_id: &d.id,
@@ -248,32 +295,56 @@ impl Attempt {
             created_at_micros: d.created_at,
             occurred_at_micros: event.occurred_at,
         };
-        let (result, body, duration) = match request::build(endpoint, tenant, &parts, &w.user_agent)
-        {
+        match request::build(endpoint, tenant, &parts, &self.config.user_agent) {
             Ok((url, headers, payload)) => {
-                let outcome = w.sender.post(&url, headers, payload).await;
-                let result = AttemptResult {
-                    status_code: outcome.status,
-                    retry_after: outcome.retry_after,
-                    error_kind: outcome.error.as_ref().map(|e| e.kind.as_str().to_string()),
-                    error_message: outcome.error.as_ref().map(|e| e.message.clone()),
-                };
-                (result, outcome.body, outcome.elapsed)
+                let outcome = self.sender.post(&url, headers, payload).await;
+                Sent::Attempted {
+                    started_at,
+                    result: AttemptResult {
+                        status_code: outcome.status,
+                        retry_after: outcome.retry_after,
+                        error_kind: outcome.error.as_ref().map(|e| e.kind.as_str().to_string()),
+                        error_message: outcome.error.as_ref().map(|e| e.message.clone()),
+                    },
+                    body: outcome.body,
+                    duration: outcome.elapsed,
+                }
             }
-            Err(message) => (
-                AttemptResult {
+            Err(message) => Sent::Attempted {
+                started_at,
+                result: AttemptResult {
                     error_kind: Some("invalid_request".into()),
                     error_message: Some(message),
                     ..Default::default()
                 },
-                String::new(),
-                Duration::ZERO,
-            ),
+                body: String::new(),
+                duration: Duration::ZERO,
+            },
+        }
+    }
+
+    /// Records what `send` came to, schedules the retry, acks the queue entry.
+    async fn finish(&self, job: &Job, sent: Sent) -> Result<()> {
+        let d = &job.delivery;
+        let (started_at, result, body, duration) = match sent {
+            Sent::Skipped(reason) => {
+                self.store.fail_without_attempt(&d.id, &reason).await?;
+                return self.queue.ack(std::slice::from_ref(&job.lease)).await;
+            }
+            Sent::Attempted {
+                started_at,
+                result,
+                body,
+                duration,
+            } => (started_at, result, body, duration),
         };
+        let endpoint = job.context.endpoints.get(&d.endpoint_id);
         // The endpoint's own retry schedule, if it has one, replaces the server's.
-        let schedule = endpoint.retry_schedule_secs();
+        let schedule = endpoint
+            .map(|e| e.retry_schedule_secs())
+            .unwrap_or_default();
         let policy = if schedule.is_empty() {
-            w.policy.clone()
+            self.config.policy.clone()
         } else {
             RetryPolicy::from_secs(&schedule)
         };
@@ -282,11 +353,11 @@ impl Attempt {
             (d.attempts + 1) as u32,
             now_micros(),
             &policy,
-            endpoint.failing_since,
-            w.auto_disable_after,
+            endpoint.and_then(|e| e.failing_since),
+            self.config.auto_disable_after,
         );
         // The delivery as recorded: a superseded one gets no retry.
-        let recorded = w
+        let recorded = self
             .store
             .record_attempt(AttemptRecord {
                 delivery: d.clone(),
@@ -301,11 +372,11 @@ impl Attempt {
             .await?;
         if let Some(at) = recorded.next_attempt_at {
             // If this fails the reconciler finds the retry once it is overdue.
-            if let Err(err) = w.queue.schedule(&[(self.lease.item.clone(), at)]).await {
+            if let Err(err) = self.queue.schedule(&[(job.lease.item.clone(), at)]).await {
                 tracing::warn!(delivery = %d.id, error = %err, "could not schedule the retry");
             }
         }
-        w.queue.ack(std::slice::from_ref(&self.lease)).await
+        self.queue.ack(std::slice::from_ref(&job.lease)).await
     }
 }
 
