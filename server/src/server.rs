@@ -125,6 +125,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             concurrency: config.delivery_concurrency,
             endpoint_concurrency: config.endpoint_concurrency,
             lease,
+            request_timeout: timeout,
             busy_endpoint_delay: Duration::from_secs(1),
             policy: RetryPolicy::from_secs(&config.retry_schedule_secs),
             auto_disable_after: Duration::from_secs(config.auto_disable_after_secs),

@@ -1,14 +1,15 @@
 //! The delivery worker: queue → claim → render, sign, send → record → retry or done.
 //!
 //! Concurrency is capped per endpoint (`endpoint_concurrency` requests in flight) and per
-//! process. Each endpoint has a slot: the deliveries it is sending, and a short line of
-//! claimed deliveries waiting for one of those to finish (at most twice the cap). A task
-//! that finishes a request takes the next one of its endpoint's line, so a busy endpoint
-//! runs at its cap without going back to the queue. Whatever does not fit in the line
-//! is put back in the queue for a second later, so a slow or dead endpoint's backlog
-//! neither blocks the loop nor fills memory, and other endpoints are never held up.
-//! Recording an attempt happens off the endpoint's slot: the next request starts while
-//! the previous one is written.
+//! process. Each endpoint has a slot: the deliveries it is sending, and a line of claimed
+//! deliveries waiting for one of those to finish. A task that finishes a request takes
+//! the next one of its endpoint's line, so a busy endpoint runs at its cap without going
+//! back to the queue. The line is as long as the endpoint can work through in half a
+//! lease at its observed speed (a fast receiver gets thousands, a hanging one twice its
+//! cap); whatever does not fit is put back in the queue for a second later, so a slow or
+//! dead endpoint's backlog neither blocks the loop nor fills memory, and other endpoints
+//! are never held up. Recording an attempt happens off the endpoint's slot: the next
+//! request starts while the previous one is written.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -44,14 +45,22 @@ const POP_WAIT: Duration = Duration::from_millis(500);
 const PROMOTE_EVERY: Duration = Duration::from_millis(200);
 /// Slack when claiming: an entry promoted a moment early is still due.
 const DUE_SLACK_MICROS: i64 = 1_000_000;
-/// An endpoint's line holds this many times its concurrency cap.
-const LINE_PER_CAP: usize = 2;
+/// The shortest line (times the cap), for endpoints of unknown or slow speed.
+const MIN_LINE_PER_CAP: usize = 2;
+/// The longest line of one endpoint.
+const MAX_LINE: usize = 4096;
+/// Slots kept (idle ones remember their endpoint's speed) before idle ones are dropped.
+const MAX_IDLE_SLOTS: usize = 10_000;
+/// A claim must outlast the request timeout by this much for the request to start.
+const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 
 pub struct WorkerConfig {
     pub concurrency: usize,
     pub endpoint_concurrency: usize,
     /// How long a claimed delivery stays ours: longer than the request timeout.
     pub lease: Duration,
+    /// The whole-exchange timeout of one request.
+    pub request_timeout: Duration,
     /// How long a delivery waits in the queue when its endpoint's line is full.
     pub busy_endpoint_delay: Duration,
     pub policy: RetryPolicy,
@@ -66,11 +75,27 @@ struct Job {
     context: Arc<AttemptContext>,
 }
 
-/// One endpoint's requests in flight and its line.
+/// One endpoint's requests in flight, its line, and how long its requests take.
 #[derive(Default)]
 struct Slot {
     running: usize,
     waiting: VecDeque<Job>,
+    /// Moving average of request durations, in seconds; `None` until one finished.
+    latency: Option<f64>,
+}
+
+impl Slot {
+    /// How many deliveries this endpoint may have in flight and in line.
+    fn room(&self, cap: usize, budget: Duration) -> usize {
+        let line = match self.latency {
+            Some(latency) if latency > 0.0 => {
+                ((budget.as_secs_f64() / latency) * cap as f64) as usize
+            }
+            Some(_) => MAX_LINE,
+            None => 0,
+        };
+        cap + line.clamp(cap * MIN_LINE_PER_CAP, MAX_LINE)
+    }
 }
 
 pub struct Worker {
@@ -156,7 +181,10 @@ impl Worker {
         let mut busy = Vec::new();
         let mut done = Vec::new();
         {
-            let slots = self.lock_slots();
+            let mut slots = self.lock_slots();
+            if slots.len() > MAX_IDLE_SLOTS {
+                slots.retain(|_, s| s.running > 0 || !s.waiting.is_empty());
+            }
             let mut planned: HashMap<String, usize> = HashMap::new();
             for lease in leases {
                 if accepted.contains_key(&lease.item.delivery_id) {
@@ -164,12 +192,12 @@ impl Worker {
                     continue;
                 }
                 let endpoint = &lease.item.endpoint_id;
-                let (running, waiting) = slots
+                let (load, room) = slots
                     .get(endpoint)
-                    .map(|s| (s.running, s.waiting.len()))
-                    .unwrap_or((0, 0));
-                let load = running + waiting + planned.get(endpoint).copied().unwrap_or(0);
-                if load >= cap * (1 + LINE_PER_CAP) {
+                    .map(|s| (s.running + s.waiting.len(), s.room(cap, self.line_budget())))
+                    .unwrap_or((0, cap * (1 + MIN_LINE_PER_CAP)));
+                let load = load + planned.get(endpoint).copied().unwrap_or(0);
+                if load >= room {
                     busy.push(lease);
                     continue;
                 }
@@ -194,7 +222,9 @@ impl Worker {
             .claim_deliveries(start_now, due_by, now + micros(self.config.lease))
             .await?;
         if !in_line.is_empty() {
-            let hold = self.config.lease * (LINE_PER_CAP as u32 + 1);
+            // A line is sized to be worked through in half a lease; a delivery whose
+            // claim nonetheless runs short is dropped before sending (see `drive`).
+            let hold = self.config.lease * 2;
             claimed.extend(
                 self.store
                     .claim_deliveries(in_line, due_by, now + micros(hold))
@@ -243,7 +273,23 @@ impl Worker {
                 return;
             };
             let endpoint_id = job.lease.item.endpoint_id.clone();
+            if !self.claim_outlasts_attempt(&job) {
+                // The endpoint slowed down while this waited: our claim may lapse before
+                // the request ends, and another worker could then send it too. Leave it
+                // unacked; the queue hands it out again once its lease expires.
+                tracing::debug!(delivery = %job.delivery.id, "claim ran short in line; requeued");
+                drop(permit);
+                match self.next_in_line(&endpoint_id, None) {
+                    Some(next) => {
+                        job = next;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
+            let started = std::time::Instant::now();
             let sent = self.send(&job).await;
+            let took = started.elapsed();
             let worker = self.clone();
             tokio::spawn(async move {
                 let id = job.delivery.id.clone();
@@ -253,23 +299,42 @@ impl Worker {
                 }
                 drop(permit);
             });
-            match self.next_in_line(&endpoint_id) {
+            match self.next_in_line(&endpoint_id, Some(took)) {
                 Some(next) => job = next,
                 None => return,
             }
         }
     }
 
-    fn next_in_line(&self, endpoint_id: &str) -> Option<Job> {
+    /// Half a lease: what a line may take to work through.
+    fn line_budget(&self) -> Duration {
+        self.config.lease / 2
+    }
+
+    /// Whether the job's database claim lasts until its request can have ended.
+    fn claim_outlasts_attempt(&self, job: &Job) -> bool {
+        let needed = now_micros() + micros(self.config.request_timeout + CLAIM_MARGIN);
+        job.delivery
+            .locked_until
+            .is_some_and(|until| until >= needed)
+    }
+
+    /// The next job of the endpoint's line, recording how long the last request took.
+    fn next_in_line(&self, endpoint_id: &str, took: Option<Duration>) -> Option<Job> {
         let mut slots = self.lock_slots();
         let slot = slots.get_mut(endpoint_id)?;
+        if let Some(took) = took {
+            let took = took.as_secs_f64();
+            slot.latency = Some(match slot.latency {
+                Some(avg) => avg * 0.8 + took * 0.2,
+                None => took,
+            });
+        }
         if let Some(job) = slot.waiting.pop_front() {
             return Some(job);
         }
+        // The slot stays when idle: it remembers the endpoint's speed for its next burst.
         slot.running -= 1;
-        if slot.running == 0 {
-            slots.remove(endpoint_id);
-        }
         None
     }
 
@@ -357,7 +422,7 @@ impl Worker {
             self.config.auto_disable_after,
         );
         // The delivery as recorded: a superseded one gets no retry.
-        let recorded = self
+        let recorded = match self
             .store
             .record_attempt(AttemptRecord {
                 delivery: d.clone(),
@@ -369,7 +434,21 @@ impl Worker {
                 response_body: body,
                 decision,
             })
-            .await?;
+            .await
+        {
+            Ok(recorded) => recorded,
+            // The delivery was deleted while its request was in flight (with its endpoint
+            // or on its own): nothing is left to record or retry.
+            Err(crate::error::Error::Database(e))
+                if matches!(
+                    e.sql_err(),
+                    Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+                ) =>
+            {
+                return self.queue.ack(std::slice::from_ref(&job.lease)).await;
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(at) = recorded.next_attempt_at {
             // If this fails the reconciler finds the retry once it is overdue.
             if let Err(err) = self.queue.schedule(&[(job.lease.item.clone(), at)]).await {
