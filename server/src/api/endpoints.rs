@@ -22,7 +22,7 @@ use crate::{
     },
     publish::validate::validate_environment,
     state::State,
-    store::{endpoints::EndpointFields, page::Page},
+    store::{endpoints::EndpointFields, entities::endpoint, page::Page},
     time,
 };
 
@@ -40,6 +40,28 @@ pub struct EndpointApi {
 impl EndpointApi {
     pub fn new(state: State) -> Self {
         EndpointApi { state }
+    }
+
+    /// Authorises a manager call on endpoint `id` of the request and loads it (another
+    /// tenant's endpoint is not found).
+    async fn scoped_endpoint<T>(
+        &self,
+        request: &Request<T>,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<(String, endpoint::Model)> {
+        let (_, tenant) = self
+            .state
+            .tenant_scope(request, tenant_id, Access::Manage)
+            .await?;
+        let id = ids::parse(Kind::Endpoint, "id", id)?;
+        let model = self
+            .state
+            .store
+            .get_endpoint(&tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        Ok((tenant, model))
     }
 }
 
@@ -235,17 +257,10 @@ impl EndpointService for EndpointApi {
         &self,
         request: Request<GetEndpointRequest>,
     ) -> Result<Response<proto::Endpoint>, Status> {
-        let (_, tenant) = self
-            .state
-            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
+        let req = request.get_ref();
+        let (_, model) = self
+            .scoped_endpoint(&request, &req.tenant_id, &req.id)
             .await?;
-        let id = ids::parse(Kind::Endpoint, "id", &request.get_ref().id)?;
-        let model = self
-            .state
-            .store
-            .get_endpoint(&tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
         Ok(Response::new(convert::endpoint(&model)))
     }
 
@@ -270,18 +285,13 @@ impl EndpointService for EndpointApi {
         &self,
         request: Request<UpdateEndpointRequest>,
     ) -> Result<Response<proto::Endpoint>, Status> {
-        let (_, tenant) = self
-            .state
-            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
-            .await?;
+        let (tenant, current) = {
+            let req = request.get_ref();
+            self.scoped_endpoint(&request, &req.tenant_id, &req.id)
+                .await?
+        };
         let req = request.into_inner();
-        let id = ids::parse(Kind::Endpoint, "id", &req.id)?.to_string();
-        let current = self
-            .state
-            .store
-            .get_endpoint(&tenant, &id)
-            .await?
-            .ok_or_else(|| not_found(&id))?;
+        let id = current.id.clone();
         let mut fields = EndpointFields::from_model(&current);
         if let Some(url) = &req.url {
             fields.url = validate_url(&self.state.config, "url", url)?;
@@ -388,17 +398,10 @@ impl EndpointService for EndpointApi {
         &self,
         request: Request<PingEndpointRequest>,
     ) -> Result<Response<PingEndpointResponse>, Status> {
-        let (_, tenant_id) = self
-            .state
-            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
+        let req = request.get_ref();
+        let (tenant_id, endpoint) = self
+            .scoped_endpoint(&request, &req.tenant_id, &req.id)
             .await?;
-        let id = ids::parse(Kind::Endpoint, "id", &request.get_ref().id)?;
-        let endpoint = self
-            .state
-            .store
-            .get_endpoint(&tenant_id, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
         let tenant = self.state.store.require_tenant(&tenant_id).await?;
         let now = time::now_micros();
         let ping_id = ids::new(Kind::Delivery);
@@ -442,17 +445,10 @@ impl EndpointService for EndpointApi {
         &self,
         request: Request<GetSigningMaterialRequest>,
     ) -> Result<Response<SigningMaterial>, Status> {
-        let (_, tenant_id) = self
-            .state
-            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
+        let req = request.get_ref();
+        let (tenant_id, endpoint) = self
+            .scoped_endpoint(&request, &req.tenant_id, &req.id)
             .await?;
-        let id = ids::parse(Kind::Endpoint, "id", &request.get_ref().id)?;
-        let endpoint = self
-            .state
-            .store
-            .get_endpoint(&tenant_id, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
         let tenant = self.state.store.require_tenant(&tenant_id).await?;
         let previous = endpoint
             .previous_secret
