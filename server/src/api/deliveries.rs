@@ -17,7 +17,7 @@ use crate::{
     },
     queue::QueueItem,
     state::State,
-    store::{deliveries::DeliveryQuery, page::Page},
+    store::{deliveries::DeliveryQuery, entities::delivery, page::Page},
     time,
 };
 
@@ -31,6 +31,29 @@ pub struct DeliveryApi {
 impl DeliveryApi {
     pub fn new(state: State) -> Self {
         DeliveryApi { state }
+    }
+
+    /// Authorises a manager call on the delivery named by the request field `field` and
+    /// loads it (another tenant's delivery is not found).
+    async fn scoped_delivery<T>(
+        &self,
+        request: &Request<T>,
+        tenant_id: &str,
+        field: &str,
+        id: &str,
+    ) -> Result<(String, delivery::Model)> {
+        let (_, tenant) = self
+            .state
+            .tenant_scope(request, tenant_id, Access::Manage)
+            .await?;
+        let id = ids::parse(Kind::Delivery, field, id)?;
+        let row = self
+            .state
+            .store
+            .get_delivery(&tenant, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        Ok((tenant, row))
     }
 
     /// Enqueues new deliveries; the reconciler covers a failure.
@@ -105,17 +128,10 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<GetDeliveryRequest>,
     ) -> Result<Response<proto::Delivery>, Status> {
-        let (_, tenant) = self
-            .state
-            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
+        let req = request.get_ref();
+        let (_, row) = self
+            .scoped_delivery(&request, &req.tenant_id, "id", &req.id)
             .await?;
-        let id = ids::parse(Kind::Delivery, "id", &request.get_ref().id)?;
-        let row = self
-            .state
-            .store
-            .get_delivery(&tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
         Ok(Response::new(convert::delivery(&row)))
     }
 
@@ -123,18 +139,14 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<ListAttemptsRequest>,
     ) -> Result<Response<ListAttemptsResponse>, Status> {
-        let (_, tenant) = self
-            .state
-            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
-            .await?;
-        let req = request.into_inner();
-        let id = ids::parse(Kind::Delivery, "delivery_id", &req.delivery_id)?;
         // A delivery of another tenant is not found, rather than an empty list.
-        self.state
-            .store
-            .get_delivery(&tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let (tenant, delivery) = {
+            let req = request.get_ref();
+            self.scoped_delivery(&request, &req.tenant_id, "delivery_id", &req.delivery_id)
+                .await?
+        };
+        let req = request.into_inner();
+        let id = delivery.id.as_str();
         let page = Page::parse(req.page_size, &req.page_token)?;
         let (rows, next) = self.state.store.list_attempts(&tenant, id, &page).await?;
         Ok(Response::new(ListAttemptsResponse {
@@ -147,17 +159,11 @@ impl DeliveryService for DeliveryApi {
         &self,
         request: Request<RetryDeliveryRequest>,
     ) -> Result<Response<proto::Delivery>, Status> {
-        let (_, tenant) = self
-            .state
-            .tenant_scope(&request, &request.get_ref().tenant_id, Access::Manage)
+        let req = request.get_ref();
+        let (tenant, original) = self
+            .scoped_delivery(&request, &req.tenant_id, "id", &req.id)
             .await?;
-        let id = ids::parse(Kind::Delivery, "id", &request.get_ref().id)?;
-        let original = self
-            .state
-            .store
-            .get_delivery(&tenant, id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let id = original.id.as_str();
         let endpoint = self
             .state
             .store
