@@ -56,6 +56,17 @@ impl Filter {
         Ok(Filter { patterns: parsed })
     }
 
+    /// A stored filter: its patterns were validated when saved, but one may have stopped
+    /// parsing (a type removed from the catalog). Keeps the valid ones; `None` when none is
+    /// left, so such an endpoint matches nothing rather than everything.
+    pub fn stored(patterns: &[String]) -> Option<Filter> {
+        if let Ok(filter) = Filter::parse("filters", patterns) {
+            return Some(filter);
+        }
+        let valid: Vec<Pattern> = patterns.iter().filter_map(|p| parse_one(p).ok()).collect();
+        (!valid.is_empty()).then_some(Filter { patterns: valid })
+    }
+
     /// Matches every event.
     pub fn all() -> Filter {
         Filter::default()
@@ -135,6 +146,16 @@ mod tests {
         assert!(!lic.matches("machine.created"));
         assert_eq!(lic.names().unwrap().len(), 25);
         assert!(filter(&["*"]).unwrap().names().is_none());
+    }
+
+    #[test]
+    fn stored_filters_drop_what_no_longer_parses() {
+        let stored =
+            |p: &[&str]| Filter::stored(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let f = stored(&["gone.event", "machine.created"]).unwrap();
+        assert!(f.matches("machine.created"));
+        assert!(!f.matches("license.created"));
+        assert!(stored(&["gone.event"]).is_none());
     }
 
     #[test]

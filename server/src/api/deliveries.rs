@@ -221,7 +221,12 @@ impl DeliveryService for DeliveryApi {
             ))
             .into());
         }
-        let filter = Filter::parse("filters", &endpoint.filter_list()).unwrap_or_default();
+        let Some(filter) = Filter::stored(&endpoint.filter_list()) else {
+            return Ok(Response::new(ReplayEventsResponse {
+                deliveries: 0,
+                truncated: false,
+            }));
+        };
         let items = self
             .state
             .store

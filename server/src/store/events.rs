@@ -193,19 +193,9 @@ async fn commit_in(
     let endpoints = Store::enabled_endpoints(txn, tenants).await?;
     let mut filters: HashMap<&str, Filter> = HashMap::new();
     for ep in &endpoints {
-        // Filters were validated when stored; one that no longer parses (a type
-        // removed from the catalog) falls back to its valid patterns.
-        let list = ep.filter_list();
-        let valid: Vec<String> = list
-            .into_iter()
-            .filter(|p| Filter::parse("f", std::slice::from_ref(p)).is_ok())
-            .collect();
-        let filter = if valid.is_empty() {
-            Filter::parse("f", &["*".to_string()])?
-        } else {
-            Filter::parse("f", &valid)?
-        };
-        filters.insert(ep.id.as_str(), filter);
+        if let Some(filter) = Filter::stored(&ep.filter_list()) {
+            filters.insert(ep.id.as_str(), filter);
+        }
     }
 
     let mut results = Vec::with_capacity(events.len());
