@@ -3,11 +3,14 @@
 // Ed25519 public key. Herald's default webhooks are accepted by it unchanged.
 //
 //   KEYGEN_PUBLIC_KEY=<hex public key of the tenant> PORT=8000 node server.js
+//
+// HOST (default 127.0.0.1) is the address it listens on; docker-compose.yml sets 0.0.0.0.
 const crypto = require('crypto')
 const express = require('express')
 
 const PUBLIC_KEY_HEX = process.env.KEYGEN_PUBLIC_KEY
 const PORT = Number(process.env.PORT || 8000)
+const HOST = process.env.HOST || '127.0.0.1'
 if (!PUBLIC_KEY_HEX) {
   console.error('set KEYGEN_PUBLIC_KEY to the tenant public key (hex)')
   process.exit(1)
@@ -66,4 +69,4 @@ app.post('/webhooks', (req, res) => {
   res.sendStatus(200)
 })
 
-app.listen(PORT, '127.0.0.1', () => console.log(`listening on http://127.0.0.1:${PORT}/webhooks`))
+app.listen(PORT, HOST, () => console.log(`listening on http://${HOST}:${PORT}/webhooks`))
