@@ -3,6 +3,7 @@
 //! - `worker`: pops queued deliveries, claims them in the database, renders, signs and
 //!   sends them (one task per attempt, capped per endpoint and per process), records
 //!   every attempt, schedules retries.
+//! - `recorder`: writes finished attempts in batches, schedules retries, acks.
 //! - `retry`: the backoff schedule.
 //! - `reconciler`: re-enqueues due deliveries the queue lost (the database is the truth).
 //! - `retention`: prunes old events, deliveries and attempts.
@@ -10,6 +11,7 @@
 
 pub mod outcome;
 pub mod reconciler;
+pub mod recorder;
 pub mod request;
 pub mod retention;
 pub mod retry;

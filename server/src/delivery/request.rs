@@ -1,7 +1,11 @@
 //! One webhook request: the URL, headers and body for an endpoint, rendered in its
 //! format and signed with its schemes. Shared by the worker and `PingEndpoint`.
 
-use std::time::SystemTime;
+use std::{
+    collections::HashMap,
+    sync::{LazyLock, Mutex},
+    time::SystemTime,
+};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
@@ -85,14 +89,29 @@ pub fn build(
     Ok((url, headers, Bytes::from(body)))
 }
 
+/// The tenant's signing key. Deriving one from its seed costs as much as a signature
+/// (a scalar multiplication for the public half), so derived keys are kept, by seed.
 pub fn signing_key(tenant: &tenant::Model) -> Result<SigningKey, String> {
+    static KEYS: LazyLock<Mutex<HashMap<String, SigningKey>>> = LazyLock::new(Default::default);
+    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(key) = keys.get(&tenant.signing_key) {
+        return Ok(key.clone());
+    }
     let seed: [u8; 32] = STANDARD
         .decode(&tenant.signing_key)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| format!("tenant {} has an unreadable signing key", tenant.id))?;
-    Ok(SigningKey::from_bytes(&seed))
+    let key = SigningKey::from_bytes(&seed);
+    if keys.len() >= MAX_CACHED_KEYS {
+        keys.clear();
+    }
+    keys.insert(tenant.signing_key.clone(), key.clone());
+    Ok(key)
 }
+
+/// Derived signing keys kept (one per tenant in use).
+const MAX_CACHED_KEYS: usize = 10_000;
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), String> {
     let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;

@@ -8,8 +8,9 @@
 //! lease at its observed speed (a fast receiver gets thousands, a hanging one twice its
 //! cap); whatever does not fit is put back in the queue for a second later, so a slow or
 //! dead endpoint's backlog neither blocks the loop nor fills memory, and other endpoints
-//! are never held up. Recording an attempt happens off the endpoint's slot: the next
-//! request starts while the previous one is written.
+//! are never held up. Recording an attempt happens off the endpoint's slot: finished
+//! attempts go to the `recorder`, which writes them in batches while the next requests
+//! are already under way.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -17,11 +18,12 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::{
     outcome::{self, AttemptResult},
+    recorder::{Finished, Recorder},
     request::{self, RequestParts},
     retry::RetryPolicy,
 };
@@ -38,7 +40,9 @@ use crate::{
 };
 
 /// Deliveries popped per queue read.
-const POP_BATCH: usize = 128;
+const POP_BATCH: usize = 256;
+/// Batches being claimed at once.
+const DISPATCHERS: usize = 2;
 /// How long a pop waits for work before looking at shutdown again.
 const POP_WAIT: Duration = Duration::from_millis(500);
 /// How often scheduled retries are moved to the ready queue.
@@ -80,6 +84,8 @@ struct Job {
 struct Slot {
     running: usize,
     waiting: VecDeque<Job>,
+    /// Deliveries accepted by a dispatch that is still claiming them.
+    reserved: usize,
     /// Moving average of request durations, in seconds; `None` until one finished.
     latency: Option<f64>,
 }
@@ -105,6 +111,7 @@ pub struct Worker {
     config: WorkerConfig,
     global: Arc<Semaphore>,
     slots: Mutex<HashMap<String, Slot>>,
+    recorder: Recorder,
 }
 
 /// What sending a job came to.
@@ -123,20 +130,28 @@ enum Sent {
 impl Worker {
     pub fn new(store: Store, queue: Arc<dyn Queue>, sender: Sender, config: WorkerConfig) -> Self {
         Worker {
-            store,
-            queue,
             sender,
             global: Arc::new(Semaphore::new(config.concurrency)),
             slots: Mutex::new(HashMap::new()),
+            recorder: Recorder::spawn(store.clone(), queue.clone()),
+            store,
+            queue,
             config,
         }
     }
 
     /// Runs until `shutdown`; attempts in flight then finish on their own.
+    ///
+    /// Up to `DISPATCHERS` batches are claimed at once, so the next batch's database
+    /// round trips overlap the previous one's.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let promoter = tokio::spawn(promote_loop(self.queue.clone(), shutdown.clone()));
+        let dispatchers = Arc::new(Semaphore::new(DISPATCHERS));
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
+            let Ok(dispatcher) = dispatchers.clone().acquire_owned().await else {
+                break;
+            };
             // Wait for room before popping, so nothing is claimed that cannot start.
             let Ok(room) = self.global.clone().acquire_owned().await else {
                 break;
@@ -150,10 +165,17 @@ impl Worker {
                 Ok(leases) if leases.is_empty() => backoff.reset(),
                 Ok(leases) => {
                     backoff.reset();
-                    if let Err(err) = self.dispatch(leases).await {
-                        tracing::warn!(error = %err, "delivery batch failed; its entries will be retried");
-                        backoff.wait(&shutdown).await;
-                    }
+                    let worker = self.clone();
+                    let shutdown = shutdown.clone();
+                    tokio::spawn(async move {
+                        if let Err(err) = worker.dispatch(leases).await {
+                            tracing::warn!(error = %err, "delivery batch failed; its entries will be retried");
+                            // Holding the dispatcher slows the loop down while the
+                            // database or queue is failing.
+                            Backoff { failures: 3 }.wait(&shutdown).await;
+                        }
+                        drop(dispatcher);
+                    });
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "delivery queue unavailable");
@@ -169,10 +191,27 @@ impl Worker {
     }
 
     async fn dispatch(self: &Arc<Self>, leases: Vec<Lease>) -> Result<()> {
+        let mut planned: HashMap<String, usize> = HashMap::new();
+        let result = self.dispatch_planned(leases, &mut planned).await;
+        // Whatever this dispatch reserved is placed or dropped by now.
+        let mut slots = self.lock_slots();
+        for (endpoint, n) in planned {
+            if let Some(slot) = slots.get_mut(&endpoint) {
+                slot.reserved = slot.reserved.saturating_sub(n);
+            }
+        }
+        result
+    }
+
+    async fn dispatch_planned(
+        self: &Arc<Self>,
+        leases: Vec<Lease>,
+        planned: &mut HashMap<String, usize>,
+    ) -> Result<()> {
         let now = now_micros();
         let cap = self.config.endpoint_concurrency;
-        // Take what the endpoints' slots and lines have room for. Only this loop adds
-        // to slots, so the room can only grow until the jobs are placed below.
+        // Take what the endpoints' slots and lines have room for, reserving it in the
+        // slot so that a concurrent dispatch sees it taken.
         let mut accepted: HashMap<String, Lease> = HashMap::new();
         // Deliveries that can start at once are held for one lease; those that go to a
         // line for as many leases as they may wait rounds (a crash frees the former
@@ -183,24 +222,21 @@ impl Worker {
         {
             let mut slots = self.lock_slots();
             if slots.len() > MAX_IDLE_SLOTS {
-                slots.retain(|_, s| s.running > 0 || !s.waiting.is_empty());
+                slots.retain(|_, s| s.running > 0 || s.reserved > 0 || !s.waiting.is_empty());
             }
-            let mut planned: HashMap<String, usize> = HashMap::new();
             for lease in leases {
                 if accepted.contains_key(&lease.item.delivery_id) {
                     done.push(lease); // the same delivery twice in one batch
                     continue;
                 }
                 let endpoint = &lease.item.endpoint_id;
-                let (load, room) = slots
-                    .get(endpoint)
-                    .map(|s| (s.running + s.waiting.len(), s.room(cap, self.line_budget())))
-                    .unwrap_or((0, cap * (1 + MIN_LINE_PER_CAP)));
-                let load = load + planned.get(endpoint).copied().unwrap_or(0);
-                if load >= room {
+                let slot = slots.entry(endpoint.clone()).or_default();
+                let load = slot.running + slot.waiting.len() + slot.reserved;
+                if load >= slot.room(cap, self.line_budget()) {
                     busy.push(lease);
                     continue;
                 }
+                slot.reserved += 1;
                 *planned.entry(endpoint.clone()).or_default() += 1;
                 if load < cap {
                     start_now.push(lease.item.delivery_id.clone());
@@ -290,15 +326,7 @@ impl Worker {
             let started = std::time::Instant::now();
             let sent = self.send(&job).await;
             let took = started.elapsed();
-            let worker = self.clone();
-            tokio::spawn(async move {
-                let id = job.delivery.id.clone();
-                // Not acked on error: the lease expires and the entry comes back.
-                if let Err(err) = worker.finish(&job, sent).await {
-                    tracing::warn!(delivery = %id, error = %err, "attempt not recorded");
-                }
-                drop(permit);
-            });
+            self.finish(job, sent, permit);
             match self.next_in_line(&endpoint_id, Some(took)) {
                 Some(next) => job = next,
                 None => return,
@@ -388,13 +416,28 @@ impl Worker {
         }
     }
 
-    /// Records what `send` came to, schedules the retry, acks the queue entry.
-    async fn finish(&self, job: &Job, sent: Sent) -> Result<()> {
+    /// Hands what `send` came to to the recorder, which records it, schedules the
+    /// retry and acks the queue entry. The permit is released once it is recorded.
+    fn finish(self: &Arc<Self>, job: Job, sent: Sent, permit: OwnedSemaphorePermit) {
         let d = &job.delivery;
         let (started_at, result, body, duration) = match sent {
             Sent::Skipped(reason) => {
-                self.store.fail_without_attempt(&d.id, &reason).await?;
-                return self.queue.ack(std::slice::from_ref(&job.lease)).await;
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    let done = async {
+                        worker
+                            .store
+                            .fail_without_attempt(&job.delivery.id, &reason)
+                            .await?;
+                        worker.queue.ack(std::slice::from_ref(&job.lease)).await
+                    };
+                    // Not acked on error: the lease expires and the entry comes back.
+                    if let Err(err) = done.await {
+                        tracing::warn!(delivery = %job.delivery.id, error = %err, "skipped delivery not recorded");
+                    }
+                    drop(permit);
+                });
+                return;
             }
             Sent::Attempted {
                 started_at,
@@ -421,11 +464,9 @@ impl Worker {
             endpoint.and_then(|e| e.failing_since),
             self.config.auto_disable_after,
         );
-        // The delivery as recorded: a superseded one gets no retry.
-        let recorded = match self
-            .store
-            .record_attempt(AttemptRecord {
-                delivery: d.clone(),
+        self.recorder.record(Finished {
+            record: AttemptRecord {
+                delivery: job.delivery,
                 started_at,
                 duration_micros: micros(duration),
                 status_code: result.status_code,
@@ -433,29 +474,10 @@ impl Worker {
                 error_message: result.error_message,
                 response_body: body,
                 decision,
-            })
-            .await
-        {
-            Ok(recorded) => recorded,
-            // The delivery was deleted while its request was in flight (with its endpoint
-            // or on its own): nothing is left to record or retry.
-            Err(crate::error::Error::Database(e))
-                if matches!(
-                    e.sql_err(),
-                    Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
-                ) =>
-            {
-                return self.queue.ack(std::slice::from_ref(&job.lease)).await;
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some(at) = recorded.next_attempt_at {
-            // If this fails the reconciler finds the retry once it is overdue.
-            if let Err(err) = self.queue.schedule(&[(job.lease.item.clone(), at)]).await {
-                tracing::warn!(delivery = %d.id, error = %err, "could not schedule the retry");
-            }
-        }
-        self.queue.ack(std::slice::from_ref(&job.lease)).await
+            },
+            lease: job.lease,
+            permit,
+        });
     }
 }
 

@@ -46,6 +46,22 @@ pub struct AttemptRecord {
     pub decision: Decision,
 }
 
+/// What recording an attempt did to its delivery.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// The decision was applied; retry at this time if any.
+    Applied { next_attempt_at: Option<i64> },
+    /// The delivery had been finished meanwhile (superseded): no retry.
+    Finished,
+    /// The delivery no longer exists: nothing was recorded.
+    Gone,
+}
+
+/// Attempt rows per INSERT (12 values each, under every backend's parameter limit).
+const ATTEMPT_INSERT_CHUNK: usize = 500;
+/// Delivery updates per statement (7 values each).
+const UPDATE_CHUNK: usize = 500;
+
 /// Which deliveries a listing wants.
 #[derive(Clone, Debug, Default)]
 pub struct DeliveryQuery {
@@ -117,100 +133,74 @@ impl Store {
         })
     }
 
-    /// Records an attempt and applies its decision to the delivery and the endpoint,
-    /// in one transaction. Returns the updated delivery.
-    pub async fn record_attempt(&self, record: AttemptRecord) -> Result<delivery::Model> {
+    /// Records a batch of attempts and applies each decision to its delivery and
+    /// endpoint, in one transaction (one commit for the whole batch). Returns, per
+    /// record and in order, what became of its delivery.
+    ///
+    /// The deliveries are updated first, which locks their rows: a delivery deleted
+    /// meanwhile is reported [`Recorded::Gone`] and gets no attempt row, and one being
+    /// deleted concurrently waits for this commit (its attempts then go with it).
+    pub async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Recorded>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = now_micros();
         let txn = self.db.begin().await?;
-        let d = &record.delivery;
-        let number = d.attempts + 1;
-        attempt::Entity::insert(attempt::ActiveModel {
-            id: Set(ids::new(Kind::Attempt)),
-            delivery_id: Set(d.id.clone()),
-            tenant_id: Set(d.tenant_id.clone()),
-            endpoint_id: Set(d.endpoint_id.clone()),
-            attempt: Set(number),
-            started_at: Set(record.started_at),
-            duration_micros: Set(record.duration_micros),
-            status_code: Set(record.status_code.map(i32::from)),
-            succeeded: Set(record.decision.status == status::DELIVERED),
-            error_kind: Set(record.error_kind.clone()),
-            error_message: Set(record.error_message.clone()),
-            response_body: Set(record.response_body.clone()),
-        })
-        .exec_without_returning(&txn)
-        .await?;
-        let mut updated = d.clone();
-        updated.status = record.decision.status.to_string();
-        updated.attempts = number;
-        updated.next_attempt_at = record.decision.next_attempt_at;
-        updated.locked_until = None;
-        updated.last_attempt_at = Some(record.started_at);
-        updated.last_response_code = record.status_code.map(i32::from);
-        updated.last_error = record.decision.last_error.clone();
-        updated.updated_at = now;
-        // Only a still-pending delivery takes the decision: one that was finished while
-        // the attempt was in flight (superseded by a manual retry) stays finished, so it
-        // is not brought back and retried.
-        let applied = delivery::Entity::update_many()
-            .col_expr(
-                delivery::Column::Status,
-                Expr::value(updated.status.clone()),
-            )
-            .col_expr(delivery::Column::Attempts, Expr::value(updated.attempts))
-            .col_expr(
-                delivery::Column::NextAttemptAt,
-                Expr::value(updated.next_attempt_at),
-            )
-            .col_expr(
-                delivery::Column::LockedUntil,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(
-                delivery::Column::LastAttemptAt,
-                Expr::value(updated.last_attempt_at),
-            )
-            .col_expr(
-                delivery::Column::LastResponseCode,
-                Expr::value(updated.last_response_code),
-            )
-            .col_expr(
-                delivery::Column::LastError,
-                Expr::value(updated.last_error.clone()),
-            )
-            .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
-            .filter(delivery::Column::Id.eq(d.id.clone()))
-            .filter(delivery::Column::Status.is_in(status::PENDING))
-            .exec(&txn)
-            .await?
-            .rows_affected
-            > 0;
-        if !applied {
-            delivery::Entity::update_many()
-                .col_expr(delivery::Column::Attempts, Expr::value(updated.attempts))
+        let applied = update_pending(&txn, records, now).await?;
+        let mut outcome = Vec::with_capacity(records.len());
+        for r in records {
+            let d = &r.delivery;
+            if applied.contains(d.id.as_str()) {
+                outcome.push(Recorded::Applied {
+                    next_attempt_at: r.decision.next_attempt_at,
+                });
+                continue;
+            }
+            // Finished while the attempt was in flight (superseded by a manual retry): it
+            // stays finished, so it is not brought back and retried; the attempt is still
+            // counted and logged.
+            let exists = delivery::Entity::update_many()
+                .col_expr(delivery::Column::Attempts, Expr::value(d.attempts + 1))
                 .col_expr(
                     delivery::Column::LockedUntil,
                     Expr::value(Option::<i64>::None),
                 )
-                .col_expr(
-                    delivery::Column::LastAttemptAt,
-                    Expr::value(updated.last_attempt_at),
-                )
+                .col_expr(delivery::Column::LastAttemptAt, Expr::value(r.started_at))
                 .col_expr(
                     delivery::Column::LastResponseCode,
-                    Expr::value(updated.last_response_code),
+                    Expr::value(r.status_code.map(i32::from)),
                 )
                 .col_expr(delivery::Column::UpdatedAt, Expr::value(now))
                 .filter(delivery::Column::Id.eq(d.id.clone()))
                 .exec(&txn)
+                .await?
+                .rows_affected
+                > 0;
+            outcome.push(if exists {
+                Recorded::Finished
+            } else {
+                Recorded::Gone
+            });
+        }
+        let rows: Vec<attempt::ActiveModel> = records
+            .iter()
+            .zip(&outcome)
+            .filter(|(_, o)| !matches!(o, Recorded::Gone))
+            .map(|(r, _)| attempt_row(r))
+            .collect();
+        for chunk in rows.chunks(ATTEMPT_INSERT_CHUNK) {
+            attempt::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(&txn)
                 .await?;
-            if let Some(current) = delivery::Entity::find_by_id(d.id.clone()).one(&txn).await? {
-                updated = current;
+        }
+        for (r, o) in records.iter().zip(&outcome) {
+            if !matches!(o, Recorded::Gone) {
+                apply_endpoint_change(&txn, &r.delivery.endpoint_id, &r.decision.endpoint, now)
+                    .await?;
             }
         }
-        apply_endpoint_change(&txn, &d.endpoint_id, &record.decision.endpoint, now).await?;
         txn.commit().await?;
-        Ok(updated)
+        Ok(outcome)
     }
 
     /// Ends a delivery without an attempt (its endpoint is disabled, or its event gone).
@@ -477,6 +467,82 @@ pub fn new_delivery(
         created_at: Set(now),
         updated_at: Set(now),
     }
+}
+
+fn attempt_row(r: &AttemptRecord) -> attempt::ActiveModel {
+    let d = &r.delivery;
+    attempt::ActiveModel {
+        id: Set(ids::new(Kind::Attempt)),
+        delivery_id: Set(d.id.clone()),
+        tenant_id: Set(d.tenant_id.clone()),
+        endpoint_id: Set(d.endpoint_id.clone()),
+        attempt: Set(d.attempts + 1),
+        started_at: Set(r.started_at),
+        duration_micros: Set(r.duration_micros),
+        status_code: Set(r.status_code.map(i32::from)),
+        succeeded: Set(r.decision.status == status::DELIVERED),
+        error_kind: Set(r.error_kind.clone()),
+        error_message: Set(r.error_message.clone()),
+        response_body: Set(r.response_body.clone()),
+    }
+}
+
+/// Applies each record's decision to its delivery if that is still pending, with one
+/// statement per chunk (`UPDATE … FROM` a list of values, which PostgreSQL and SQLite
+/// both take). Returns the ids it updated.
+async fn update_pending<C: ConnectionTrait>(
+    conn: &C,
+    records: &[AttemptRecord],
+    now: i64,
+) -> Result<std::collections::HashSet<String>> {
+    let backend = conn.get_database_backend();
+    let mut applied = std::collections::HashSet::new();
+    for chunk in records.chunks(UPDATE_CHUNK) {
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 7 + 1);
+        let mut rows = Vec::with_capacity(chunk.len());
+        let param = |values: &mut Vec<sea_orm::Value>, v: sea_orm::Value| {
+            values.push(v);
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => format!("${}", values.len()),
+                _ => "?".to_string(),
+            }
+        };
+        for r in chunk {
+            let d = &r.delivery;
+            let cols = [
+                param(&mut values, d.id.clone().into()),
+                param(&mut values, r.decision.status.to_string().into()),
+                param(&mut values, (d.attempts + 1).into()),
+                param(&mut values, r.decision.next_attempt_at.into()),
+                param(&mut values, r.started_at.into()),
+                param(&mut values, r.status_code.map(i32::from).into()),
+                param(&mut values, r.decision.last_error.clone().into()),
+            ];
+            rows.push(format!("({})", cols.join(", ")));
+        }
+        let now_param = param(&mut values, now.into());
+        let pending = status::PENDING
+            .iter()
+            .map(|s| format!("'{s}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "WITH v(id, status, attempts, next_attempt_at, last_attempt_at, last_response_code, last_error) \
+             AS (VALUES {rows}) \
+             UPDATE deliveries SET status = v.status, attempts = v.attempts, \
+             next_attempt_at = v.next_attempt_at, locked_until = NULL, \
+             last_attempt_at = v.last_attempt_at, last_response_code = v.last_response_code, \
+             last_error = v.last_error, updated_at = {now_param} \
+             FROM v WHERE deliveries.id = v.id AND deliveries.status IN ({pending}) \
+             RETURNING deliveries.id",
+            rows = rows.join(", "),
+        );
+        let stmt = sea_orm::Statement::from_sql_and_values(backend, sql, values);
+        for row in conn.query_all(stmt).await? {
+            applied.insert(row.try_get::<String>("", "id")?);
+        }
+    }
+    Ok(applied)
 }
 
 async fn apply_endpoint_change<C: ConnectionTrait>(

@@ -170,17 +170,15 @@ async fn commit_in(
 ) -> Result<Vec<Committed>> {
     let n = events.len() as i64;
     // Taking the counter row first is what orders commits; see the module doc.
-    sequence::Entity::update_many()
+    let top = sequence::Entity::update_many()
         .col_expr(
             sequence::Column::Value,
             Expr::col(sequence::Column::Value).add(n),
         )
         .filter(sequence::Column::Name.eq(EVENTS_COUNTER))
-        .exec(txn)
-        .await?;
-    let top = sequence::Entity::find_by_id(EVENTS_COUNTER)
-        .one(txn)
+        .exec_with_returning(txn)
         .await?
+        .first()
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("events counter row is missing")))?
         .value;
     let mut next_seq = top - n + 1;

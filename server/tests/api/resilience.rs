@@ -317,6 +317,10 @@ impl HangReceiver {
                         if !counted {
                             head.extend_from_slice(&buf[..n]);
                             if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                // A request that replaces one the client just timed out
+                                // may be read before that connection's close is: let
+                                // the closes already sent be seen before counting.
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                                 counted = true;
                                 total.fetch_add(1, Ordering::SeqCst);
                                 let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;

@@ -1,0 +1,103 @@
+//! The attempt recorder: one task per process writes finished attempts in batches.
+//!
+//! Attempts that finish while the previous batch is being written are recorded together:
+//! one transaction (one commit, one fsync) for the batch, then one queue call schedules
+//! their retries and one acks them all. Recording attempt by attempt capped delivery at
+//! the database's commit rate. An attempt keeps its worker permit until it is recorded,
+//! so a slow database slows the senders rather than piling up results in memory.
+//!
+//! A batch that cannot be written is not acked: its queue leases expire and the
+//! deliveries are attempted again (at-least-once), as after a crash.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::{
+    queue::{Lease, Queue},
+    store::{
+        Store,
+        deliveries::{AttemptRecord, Recorded},
+    },
+};
+
+/// Most attempts written in one transaction.
+const MAX_BATCH: usize = 1000;
+
+/// A finished attempt waiting to be recorded.
+pub struct Finished {
+    pub record: AttemptRecord,
+    pub lease: Lease,
+    /// Held until the attempt is recorded.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// Handle to the recorder task; it stops once every handle is dropped and the
+/// attempts sent before are written.
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<Finished>,
+}
+
+impl Recorder {
+    pub fn spawn(store: Store, queue: Arc<dyn Queue>) -> Recorder {
+        // Unbounded is bounded in practice: every entry holds a worker permit.
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, queue, rx));
+        Recorder { tx }
+    }
+
+    pub fn record(&self, finished: Finished) {
+        if let Err(lost) = self.tx.send(finished) {
+            // Only at shutdown: the lease expires and the delivery comes back.
+            tracing::debug!(delivery = %lost.0.record.delivery.id, "recorder stopped; attempt not recorded");
+        }
+    }
+}
+
+async fn run(store: Store, queue: Arc<dyn Queue>, mut rx: mpsc::UnboundedReceiver<Finished>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        write(&store, queue.as_ref(), std::mem::take(&mut batch)).await;
+    }
+}
+
+async fn write(store: &Store, queue: &dyn Queue, batch: Vec<Finished>) {
+    let mut records = Vec::with_capacity(batch.len());
+    let mut leases = Vec::with_capacity(batch.len());
+    // Released when this function returns, once the batch is written (or given up).
+    let mut _permits = Vec::with_capacity(batch.len());
+    for f in batch {
+        records.push(f.record);
+        leases.push(f.lease);
+        _permits.push(f.permit);
+    }
+    let outcome = match store.record_attempts(&records).await {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            tracing::warn!(error = %err, count = records.len(), "attempts not recorded; they will be retried");
+            return;
+        }
+    };
+    let retries: Vec<_> = leases
+        .iter()
+        .zip(&outcome)
+        .filter_map(|(lease, o)| match o {
+            Recorded::Applied {
+                next_attempt_at: Some(at),
+            } => Some((lease.item.clone(), *at)),
+            _ => None,
+        })
+        .collect();
+    // If this fails the reconciler finds the retries once they are overdue.
+    if !retries.is_empty()
+        && let Err(err) = queue.schedule(&retries).await
+    {
+        tracing::warn!(error = %err, count = retries.len(), "could not schedule retries");
+    }
+    if let Err(err) = queue.ack(&leases).await {
+        // The entries come back when their leases expire; their claims are released,
+        // so the deliveries are attempted again only if still pending.
+        tracing::warn!(error = %err, count = leases.len(), "could not ack recorded attempts");
+    }
+}
