@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveValue::Set, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, prelude::*, sea_query::Query,
+    TransactionTrait, TryIntoModel, prelude::*, sea_query::Query,
 };
 
 use super::{
@@ -13,6 +13,7 @@ use super::{
     entities::{attempt, delivery, endpoint, event, tenant},
     events::idempotency_token,
     page::Page,
+    pg,
 };
 use crate::{
     delivery::{
@@ -57,6 +58,9 @@ pub enum Recorded {
     Gone,
 }
 
+/// The statuses with an attempt still to come, as an SQL list.
+const PENDING_SQL: &str = "'DELIVERING', 'FAILING'";
+
 /// Attempt rows per INSERT (12 values each, under every backend's parameter limit).
 const ATTEMPT_INSERT_CHUNK: usize = 500;
 /// Delivery updates per statement (7 values each).
@@ -88,6 +92,19 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_micros();
+        if pg::is_postgres(&self.db) {
+            let sql = format!(
+                "UPDATE deliveries SET locked_until = $1
+                 WHERE id = ANY($2) AND status IN ({PENDING_SQL}) AND next_attempt_at <= $3
+                   AND (locked_until IS NULL OR locked_until < $4)
+                 RETURNING *"
+            );
+            let values = vec![lock_until.into(), pg::texts(ids), due_by.into(), now.into()];
+            return Ok(delivery::Entity::find()
+                .from_raw_sql(pg::stmt(&sql, values))
+                .all(&self.db)
+                .await?);
+        }
         Ok(delivery::Entity::update_many()
             .col_expr(delivery::Column::LockedUntil, Expr::value(lock_until))
             .filter(delivery::Column::Id.is_in(ids))
@@ -114,18 +131,41 @@ impl Store {
         let mut tenant_ids: Vec<&str> = deliveries.iter().map(|d| d.tenant_id.as_str()).collect();
         tenant_ids.sort_unstable();
         tenant_ids.dedup();
-        let events = event::Entity::find()
-            .filter(event::Column::Id.is_in(event_ids))
-            .all(&self.db)
-            .await?;
-        let endpoints = endpoint::Entity::find()
-            .filter(endpoint::Column::Id.is_in(endpoint_ids))
-            .all(&self.db)
-            .await?;
-        let tenants = tenant::Entity::find()
-            .filter(tenant::Column::Id.is_in(tenant_ids))
-            .all(&self.db)
-            .await?;
+        let (events, endpoints, tenants) = if pg::is_postgres(&self.db) {
+            let by_ids = |table: &str, ids: Vec<&str>| {
+                pg::stmt(
+                    &format!("SELECT * FROM {table} WHERE id = ANY($1)"),
+                    vec![pg::texts(ids.into_iter().map(str::to_string))],
+                )
+            };
+            // Three independent reads: on three connections at once.
+            tokio::try_join!(
+                event::Entity::find()
+                    .from_raw_sql(by_ids("events", event_ids))
+                    .all(&self.db),
+                endpoint::Entity::find()
+                    .from_raw_sql(by_ids("endpoints", endpoint_ids))
+                    .all(&self.db),
+                tenant::Entity::find()
+                    .from_raw_sql(by_ids("tenants", tenant_ids))
+                    .all(&self.db),
+            )?
+        } else {
+            (
+                event::Entity::find()
+                    .filter(event::Column::Id.is_in(event_ids))
+                    .all(&self.db)
+                    .await?,
+                endpoint::Entity::find()
+                    .filter(endpoint::Column::Id.is_in(endpoint_ids))
+                    .all(&self.db)
+                    .await?,
+                tenant::Entity::find()
+                    .filter(tenant::Column::Id.is_in(tenant_ids))
+                    .all(&self.db)
+                    .await?,
+            )
+        };
         Ok(AttemptContext {
             events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
             endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
@@ -188,10 +228,14 @@ impl Store {
             .filter(|(_, o)| !matches!(o, Recorded::Gone))
             .map(|(r, _)| attempt_row(r))
             .collect();
-        for chunk in rows.chunks(ATTEMPT_INSERT_CHUNK) {
-            attempt::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(&txn)
-                .await?;
+        if pg::is_postgres(&txn) {
+            insert_attempts_pg(&txn, rows).await?;
+        } else {
+            for chunk in rows.chunks(ATTEMPT_INSERT_CHUNK) {
+                attempt::Entity::insert_many(chunk.to_vec())
+                    .exec_without_returning(&txn)
+                    .await?;
+            }
         }
         for (r, o) in records.iter().zip(&outcome) {
             if !matches!(o, Recorded::Gone) {
@@ -497,6 +541,35 @@ async fn update_pending<C: ConnectionTrait>(
 ) -> Result<std::collections::HashSet<String>> {
     let backend = conn.get_database_backend();
     let mut applied = std::collections::HashSet::new();
+    if pg::is_postgres(conn) {
+        let sql = format!(
+            "UPDATE deliveries AS d SET status = v.status, attempts = v.attempts,
+                 next_attempt_at = NULLIF(v.next_attempt_at, 0), locked_until = NULL,
+                 last_attempt_at = v.last_attempt_at,
+                 last_response_code = NULLIF(v.last_response_code, 0),
+                 last_error = NULLIF(v.last_error, ''), updated_at = $8
+             FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[],
+                         $6::int[], $7::text[])
+                  AS v(id, status, attempts, next_attempt_at, last_attempt_at,
+                       last_response_code, last_error)
+             WHERE d.id = v.id AND d.status IN ({PENDING_SQL})
+             RETURNING d.id"
+        );
+        let values = vec![
+            pg::texts(records.iter().map(|r| r.delivery.id.clone())),
+            pg::texts(records.iter().map(|r| r.decision.status.to_string())),
+            pg::ints(records.iter().map(|r| r.delivery.attempts + 1)),
+            pg::opt_bigints(records.iter().map(|r| r.decision.next_attempt_at)),
+            pg::bigints(records.iter().map(|r| r.started_at)),
+            pg::opt_ints(records.iter().map(|r| r.status_code.map(i32::from))),
+            pg::opt_texts(records.iter().map(|r| r.decision.last_error.clone())),
+            now.into(),
+        ];
+        for row in conn.query_all(pg::stmt(&sql, values)).await? {
+            applied.insert(row.try_get::<String>("", "id")?);
+        }
+        return Ok(applied);
+    }
     for chunk in records.chunks(UPDATE_CHUNK) {
         let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 7 + 1);
         let mut rows = Vec::with_capacity(chunk.len());
@@ -545,6 +618,46 @@ async fn update_pending<C: ConnectionTrait>(
     Ok(applied)
 }
 
+/// The attempts in one statement of fixed text (see `store::pg`).
+async fn insert_attempts_pg<C: ConnectionTrait>(
+    conn: &C,
+    rows: Vec<attempt::ActiveModel>,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    const SQL: &str = "INSERT INTO attempts (id, delivery_id, tenant_id, endpoint_id, attempt,
+            started_at, duration_micros, status_code, succeeded, error_kind, error_message,
+            response_body)
+        SELECT id, delivery_id, tenant_id, endpoint_id, attempt, started_at, duration_micros,
+               NULLIF(status_code, 0), succeeded, NULLIF(error_kind, ''),
+               NULLIF(error_message, ''), response_body
+        FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+                    $7::bigint[], $8::int[], $9::bool[], $10::text[], $11::text[], $12::text[])
+             AS a(id, delivery_id, tenant_id, endpoint_id, attempt, started_at, duration_micros,
+                  status_code, succeeded, error_kind, error_message, response_body)";
+    let rows: Vec<attempt::Model> = rows
+        .into_iter()
+        .map(|r| r.try_into_model())
+        .collect::<std::result::Result<_, _>>()?;
+    let values = vec![
+        pg::texts(rows.iter().map(|r| r.id.clone())),
+        pg::texts(rows.iter().map(|r| r.delivery_id.clone())),
+        pg::texts(rows.iter().map(|r| r.tenant_id.clone())),
+        pg::texts(rows.iter().map(|r| r.endpoint_id.clone())),
+        pg::ints(rows.iter().map(|r| r.attempt)),
+        pg::bigints(rows.iter().map(|r| r.started_at)),
+        pg::bigints(rows.iter().map(|r| r.duration_micros)),
+        pg::opt_ints(rows.iter().map(|r| r.status_code)),
+        pg::bools(rows.iter().map(|r| r.succeeded)),
+        pg::opt_texts(rows.iter().map(|r| r.error_kind.clone())),
+        pg::opt_texts(rows.iter().map(|r| r.error_message.clone())),
+        pg::texts(rows.iter().map(|r| r.response_body.clone())),
+    ];
+    conn.execute(pg::stmt(SQL, values)).await?;
+    Ok(())
+}
+
 async fn apply_endpoint_change<C: ConnectionTrait>(
     conn: &C,
     endpoint_id: &str,
@@ -572,4 +685,15 @@ async fn apply_endpoint_change<C: ConnectionTrait>(
     };
     update.exec(conn).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_sql_lists_the_pending_statuses() {
+        let listed: Vec<String> = status::PENDING.iter().map(|s| format!("'{s}'")).collect();
+        assert_eq!(PENDING_SQL, listed.join(", "));
+    }
 }

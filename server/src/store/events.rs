@@ -9,13 +9,14 @@ use std::collections::HashMap;
 
 use sea_orm::{
     DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, prelude::*,
+    TransactionTrait, TryIntoModel, prelude::*,
 };
 
 use super::{
     Store,
     entities::{delivery, endpoint, event, sequence},
     page::Page,
+    pg,
 };
 use crate::{
     error::{Error, Result},
@@ -256,6 +257,10 @@ async fn commit_in(
         results.push(committed);
     }
 
+    if pg::is_postgres(txn) {
+        insert_pg(txn, event_rows, delivery_rows).await?;
+        return Ok(results);
+    }
     for chunk in chunks(event_rows) {
         event::Entity::insert_many(chunk)
             .exec_without_returning(txn)
@@ -267,6 +272,67 @@ async fn commit_in(
             .await?;
     }
     Ok(results)
+}
+
+/// The events and their deliveries in one statement of fixed text (see `store::pg`).
+/// A data-modifying `WITH` always runs to completion, and the deliveries' foreign keys
+/// are checked at the end of the statement, when the events are there.
+async fn insert_pg(
+    txn: &DatabaseTransaction,
+    events: Vec<event::ActiveModel>,
+    deliveries: Vec<delivery::ActiveModel>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    const SQL: &str = "WITH new_events AS (
+            INSERT INTO events (seq, id, tenant_id, event_type, environment, occurred_at,
+                                received_at, payload, idempotency_key)
+            SELECT seq, id, tenant_id, event_type, environment, occurred_at, received_at,
+                   payload, NULLIF(idempotency_key, '')
+            FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                        $6::bigint[], $7::bigint[], $8::text[], $9::text[])
+                 AS e(seq, id, tenant_id, event_type, environment, occurred_at, received_at,
+                      payload, idempotency_key)
+        )
+        INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
+                                idempotency_token, status, attempts, next_attempt_at,
+                                created_at, updated_at)
+        SELECT id, tenant_id, event_id, endpoint_id, event_type, idempotency_token, status,
+               0, now_micros, now_micros, now_micros
+        FROM UNNEST($10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                    $15::text[], $16::text[], $17::bigint[])
+             AS d(id, tenant_id, event_id, endpoint_id, event_type, idempotency_token, status,
+                  now_micros)";
+    let events: Vec<event::Model> = events
+        .into_iter()
+        .map(|e| e.try_into_model())
+        .collect::<std::result::Result<_, _>>()?;
+    let deliveries: Vec<delivery::Model> = deliveries
+        .into_iter()
+        .map(|d| d.try_into_model())
+        .collect::<std::result::Result<_, _>>()?;
+    let values = vec![
+        pg::bigints(events.iter().map(|e| e.seq)),
+        pg::texts(events.iter().map(|e| e.id.clone())),
+        pg::texts(events.iter().map(|e| e.tenant_id.clone())),
+        pg::texts(events.iter().map(|e| e.event_type.clone())),
+        pg::texts(events.iter().map(|e| e.environment.clone())),
+        pg::bigints(events.iter().map(|e| e.occurred_at)),
+        pg::bigints(events.iter().map(|e| e.received_at)),
+        pg::texts(events.iter().map(|e| e.payload.clone())),
+        pg::opt_texts(events.iter().map(|e| e.idempotency_key.clone())),
+        pg::texts(deliveries.iter().map(|d| d.id.clone())),
+        pg::texts(deliveries.iter().map(|d| d.tenant_id.clone())),
+        pg::texts(deliveries.iter().map(|d| d.event_id.clone())),
+        pg::texts(deliveries.iter().map(|d| d.endpoint_id.clone())),
+        pg::texts(deliveries.iter().map(|d| d.event_type.clone())),
+        pg::texts(deliveries.iter().map(|d| d.idempotency_token.clone())),
+        pg::texts(deliveries.iter().map(|d| d.status.clone())),
+        pg::bigints(deliveries.iter().map(|d| d.created_at)),
+    ];
+    txn.execute(pg::stmt(SQL, values)).await?;
+    Ok(())
 }
 
 /// The token receivers dedupe on: the same for every attempt, manual retry or replay

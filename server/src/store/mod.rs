@@ -9,6 +9,7 @@ pub mod entities;
 pub mod events;
 pub mod keys;
 pub mod page;
+pub mod pg;
 pub mod tenants;
 
 use std::time::Duration;
