@@ -253,21 +253,19 @@ impl Worker {
             self.queue.ack(&busy).await?;
         }
         let due_by = now + DUE_SLACK_MICROS;
-        let mut claimed = self
+        // A line is sized to be worked through in half a lease; a delivery whose claim
+        // nonetheless runs short is dropped before sending (see `drive`).
+        let (claimed, context) = self
             .store
-            .claim_deliveries(start_now, due_by, now + micros(self.config.lease))
+            .claim_for_attempts(
+                start_now,
+                in_line,
+                due_by,
+                now + micros(self.config.lease),
+                now + micros(self.config.lease * 2),
+            )
             .await?;
-        if !in_line.is_empty() {
-            // A line is sized to be worked through in half a lease; a delivery whose
-            // claim nonetheless runs short is dropped before sending (see `drive`).
-            let hold = self.config.lease * 2;
-            claimed.extend(
-                self.store
-                    .claim_deliveries(in_line, due_by, now + micros(hold))
-                    .await?,
-            );
-        }
-        let context = Arc::new(self.store.attempt_context(&claimed).await?);
+        let context = Arc::new(context);
         let mut start = Vec::new();
         {
             let mut slots = self.lock_slots();

@@ -92,19 +92,6 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_micros();
-        if pg::is_postgres(&self.db) {
-            let sql = format!(
-                "UPDATE deliveries SET locked_until = $1
-                 WHERE id = ANY($2) AND status IN ({PENDING_SQL}) AND next_attempt_at <= $3
-                   AND (locked_until IS NULL OR locked_until < $4)
-                 RETURNING *"
-            );
-            let values = vec![lock_until.into(), pg::texts(ids), due_by.into(), now.into()];
-            return Ok(delivery::Entity::find()
-                .from_raw_sql(pg::stmt(&sql, values))
-                .all(&self.db)
-                .await?);
-        }
         Ok(delivery::Entity::update_many()
             .col_expr(delivery::Column::LockedUntil, Expr::value(lock_until))
             .filter(delivery::Column::Id.is_in(ids))
@@ -119,30 +106,109 @@ impl Store {
             .await?)
     }
 
+    /// Claims a dispatch's deliveries (see [`Store::claim_deliveries`]): those in
+    /// `start_now` until `lock_now`, those that will wait in an endpoint's line until
+    /// `lock_line`; then loads what their attempts need. On PostgreSQL the claim and
+    /// the events are one statement and the endpoints and tenants two more, at once.
+    pub async fn claim_for_attempts(
+        &self,
+        start_now: Vec<String>,
+        in_line: Vec<String>,
+        due_by: i64,
+        lock_now: i64,
+        lock_line: i64,
+    ) -> Result<(Vec<delivery::Model>, AttemptContext)> {
+        if !pg::is_postgres(&self.db) {
+            let mut claimed = self.claim_deliveries(start_now, due_by, lock_now).await?;
+            claimed.extend(self.claim_deliveries(in_line, due_by, lock_line).await?);
+            let context = self.attempt_context(&claimed).await?;
+            return Ok((claimed, context));
+        }
+        if start_now.is_empty() && in_line.is_empty() {
+            return Ok((Vec::new(), AttemptContext::default()));
+        }
+        let sql = format!(
+            "WITH claimed AS (
+                 UPDATE deliveries
+                 SET locked_until = CASE WHEN id = ANY($1) THEN $3 ELSE $4 END
+                 WHERE (id = ANY($1) OR id = ANY($2)) AND status IN ({PENDING_SQL})
+                   AND next_attempt_at <= $5 AND (locked_until IS NULL OR locked_until < $6)
+                 RETURNING *
+             )
+             SELECT claimed.*, e.seq AS e_seq, e.id AS e_id, e.tenant_id AS e_tenant_id,
+                    e.event_type AS e_event_type, e.environment AS e_environment,
+                    e.occurred_at AS e_occurred_at, e.received_at AS e_received_at,
+                    e.payload AS e_payload, e.idempotency_key AS e_idempotency_key
+             FROM claimed LEFT JOIN events e ON e.id = claimed.event_id"
+        );
+        let values = vec![
+            pg::texts(start_now),
+            pg::texts(in_line),
+            lock_now.into(),
+            lock_line.into(),
+            due_by.into(),
+            now_micros().into(),
+        ];
+        let rows = self.db.query_all(pg::stmt(&sql, values)).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut context = AttemptContext::default();
+        for row in rows {
+            let delivery =
+                <delivery::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
+            // No event: pruned between the delivery's queueing and now (LEFT JOIN).
+            if row.try_get::<Option<String>>("", "e_id")?.is_some() {
+                let event =
+                    <event::Model as sea_orm::FromQueryResult>::from_query_result(&row, "e_")?;
+                context.events.insert(event.id.clone(), event);
+            }
+            claimed.push(delivery);
+        }
+        let (endpoints, tenants) = self.endpoints_and_tenants(&claimed).await?;
+        context.endpoints = endpoints;
+        context.tenants = tenants;
+        Ok((claimed, context))
+    }
+
     /// Loads the events, endpoints and tenants of `deliveries`.
     pub async fn attempt_context(&self, deliveries: &[delivery::Model]) -> Result<AttemptContext> {
         let mut event_ids: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
         event_ids.sort_unstable();
         event_ids.dedup();
-        let mut endpoint_ids: Vec<&str> =
-            deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+        let events = event::Entity::find()
+            .filter(event::Column::Id.is_in(event_ids))
+            .all(&self.db)
+            .await?;
+        let (endpoints, tenants) = self.endpoints_and_tenants(deliveries).await?;
+        Ok(AttemptContext {
+            events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            endpoints,
+            tenants,
+        })
+    }
+
+    async fn endpoints_and_tenants(
+        &self,
+        deliveries: &[delivery::Model],
+    ) -> Result<(
+        HashMap<String, endpoint::Model>,
+        HashMap<String, tenant::Model>,
+    )> {
+        let mut endpoint_ids: Vec<String> =
+            deliveries.iter().map(|d| d.endpoint_id.clone()).collect();
         endpoint_ids.sort_unstable();
         endpoint_ids.dedup();
-        let mut tenant_ids: Vec<&str> = deliveries.iter().map(|d| d.tenant_id.as_str()).collect();
+        let mut tenant_ids: Vec<String> = deliveries.iter().map(|d| d.tenant_id.clone()).collect();
         tenant_ids.sort_unstable();
         tenant_ids.dedup();
-        let (events, endpoints, tenants) = if pg::is_postgres(&self.db) {
-            let by_ids = |table: &str, ids: Vec<&str>| {
+        let (endpoints, tenants) = if pg::is_postgres(&self.db) {
+            let by_ids = |table: &str, ids: Vec<String>| {
                 pg::stmt(
                     &format!("SELECT * FROM {table} WHERE id = ANY($1)"),
-                    vec![pg::texts(ids.into_iter().map(str::to_string))],
+                    vec![pg::texts(ids)],
                 )
             };
-            // Three independent reads: on three connections at once.
+            // Independent reads: on two connections at once.
             tokio::try_join!(
-                event::Entity::find()
-                    .from_raw_sql(by_ids("events", event_ids))
-                    .all(&self.db),
                 endpoint::Entity::find()
                     .from_raw_sql(by_ids("endpoints", endpoint_ids))
                     .all(&self.db),
@@ -152,10 +218,6 @@ impl Store {
             )?
         } else {
             (
-                event::Entity::find()
-                    .filter(event::Column::Id.is_in(event_ids))
-                    .all(&self.db)
-                    .await?,
                 endpoint::Entity::find()
                     .filter(endpoint::Column::Id.is_in(endpoint_ids))
                     .all(&self.db)
@@ -166,11 +228,10 @@ impl Store {
                     .await?,
             )
         };
-        Ok(AttemptContext {
-            events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
-            endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
-            tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
-        })
+        Ok((
+            endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        ))
     }
 
     /// Records a batch of attempts and applies each decision to its delivery and
