@@ -14,6 +14,15 @@ pub fn event(m: &event::Model) -> proto::Event {
     let payload = serde_json::from_str(&m.payload)
         .ok()
         .and_then(|json| json_to_struct(&json));
+    message(m, payload)
+}
+
+/// [`event`] with the payload's `Struct` form already at hand (a publish's answer).
+pub fn event_with_payload(m: &event::Model, payload: prost_types::Struct) -> proto::Event {
+    message(m, Some(payload))
+}
+
+fn message(m: &event::Model, payload: Option<prost_types::Struct>) -> proto::Event {
     proto::Event {
         id: m.id.clone(),
         r#type: catalog()

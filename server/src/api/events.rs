@@ -3,6 +3,7 @@
 use std::{pin::Pin, time::Duration};
 
 use futures::{Stream, StreamExt};
+use prost_types::Struct;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -45,9 +46,16 @@ impl EventApi {
     }
 }
 
-fn response(c: Committed) -> PublishResponse {
+/// The answer for `c`; `payload` is the request's payload as a `Struct`, which a new
+/// event stored unchanged (a duplicate answers with the original's stored payload).
+fn response(c: Committed, payload: Struct) -> PublishResponse {
+    let event = if c.duplicate {
+        convert::event(&c.event)
+    } else {
+        convert::event_with_payload(&c.event, payload)
+    };
     PublishResponse {
-        event: Some(convert::event(&c.event)),
+        event: Some(event),
         duplicate: c.duplicate,
         deliveries: c.deliveries,
     }
@@ -58,17 +66,17 @@ async fn prepare(
     state: &State,
     principal: &crate::auth::Principal,
     req: PublishRequest,
-) -> Result<NewEvent> {
+) -> Result<(NewEvent, Struct)> {
     let tenant = principal.tenant_for(&req.tenant_id, Access::Publish)?;
-    let new = publish::validate(&tenant, req, state.config.max_payload_bytes)?;
+    let prepared = publish::validate_keeping_payload(&tenant, req, state.config.max_payload_bytes)?;
     state.require_tenant(&tenant).await?;
-    Ok(new)
+    Ok(prepared)
 }
 
-fn single(mut committed: Vec<Committed>) -> Result<PublishResponse> {
+fn single(mut committed: Vec<Committed>, payload: Struct) -> Result<PublishResponse> {
     committed
         .pop()
-        .map(response)
+        .map(|c| response(c, payload))
         .ok_or_else(|| Error::Internal(anyhow::anyhow!("writer returned no result")))
 }
 
@@ -116,9 +124,9 @@ impl EventService for EventApi {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let principal = self.state.principal(&request).await?;
-        let new = prepare(&self.state, &principal, request.into_inner()).await?;
+        let (new, payload) = prepare(&self.state, &principal, request.into_inner()).await?;
         let committed = self.state.writer.submit(vec![new]).await?;
-        Ok(Response::new(single(committed)?))
+        Ok(Response::new(single(committed, payload)?))
     }
 
     async fn publish_batch(
@@ -141,6 +149,7 @@ impl EventService for EventApi {
             .into());
         }
         let mut new = Vec::with_capacity(items.len());
+        let mut payloads = Vec::with_capacity(items.len());
         let mut tenants = Vec::new();
         for (i, item) in items.into_iter().enumerate() {
             let prefix = format!("events[{i}]");
@@ -150,16 +159,25 @@ impl EventService for EventApi {
             if !tenants.contains(&tenant) {
                 tenants.push(tenant.clone());
             }
-            let event = publish::validate(&tenant, item, self.state.config.max_payload_bytes)
-                .map_err(|e| e.within(&prefix))?;
+            let (event, payload) = publish::validate_keeping_payload(
+                &tenant,
+                item,
+                self.state.config.max_payload_bytes,
+            )
+            .map_err(|e| e.within(&prefix))?;
             new.push(event);
+            payloads.push(payload);
         }
         for tenant in &tenants {
             self.state.require_tenant(tenant).await?;
         }
         let committed = self.state.writer.submit(new).await?;
         Ok(Response::new(PublishBatchResponse {
-            results: committed.into_iter().map(response).collect(),
+            results: committed
+                .into_iter()
+                .zip(payloads)
+                .map(|(c, payload)| response(c, payload))
+                .collect(),
         }))
     }
 
@@ -195,7 +213,10 @@ impl EventService for EventApi {
                 async move {
                     let (request_id, prepared) = prepared?;
                     let queued = match prepared {
-                        Ok(new) => writer.enqueue(vec![new]).await,
+                        Ok((new, payload)) => writer
+                            .enqueue(vec![new])
+                            .await
+                            .map(|commit| (commit, payload)),
                         Err(err) => Err(err),
                     };
                     Ok::<_, Status>((request_id, queued))
@@ -204,7 +225,7 @@ impl EventService for EventApi {
             .map(|queued| async move {
                 let (request_id, queued) = queued?;
                 let result = match queued {
-                    Ok(commit) => commit.await.and_then(single),
+                    Ok((commit, payload)) => commit.await.and_then(|c| single(c, payload)),
                     Err(err) => Err(err),
                 };
                 Ok(stream_answer(request_id, result))

@@ -55,6 +55,8 @@ const MIN_LINE_PER_CAP: usize = 2;
 const MAX_LINE: usize = 4096;
 /// Slots kept (idle ones remember their endpoint's speed) before idle ones are dropped.
 const MAX_IDLE_SLOTS: usize = 10_000;
+/// The longest a delivery is put back for when its endpoint's line is full.
+const MAX_BUSY_DELAY: Duration = Duration::from_secs(60);
 /// A claim must outlast the request timeout by this much for the request to start.
 const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 
@@ -101,6 +103,12 @@ impl Slot {
             None => 0,
         };
         cap + line.clamp(cap * MIN_LINE_PER_CAP, MAX_LINE)
+    }
+
+    /// About how long this endpoint takes to work through `load` deliveries.
+    fn drain_time(&self, load: usize, cap: usize) -> Duration {
+        let per_request = self.latency.unwrap_or(0.0).max(0.0);
+        Duration::from_secs_f64((per_request * load as f64 / cap.max(1) as f64).min(3600.0))
     }
 }
 
@@ -233,7 +241,8 @@ impl Worker {
                 let slot = slots.entry(endpoint.clone()).or_default();
                 let load = slot.running + slot.waiting.len() + slot.reserved;
                 if load >= slot.room(cap, self.line_budget()) {
-                    busy.push(lease);
+                    let wait = slot.drain_time(load, cap);
+                    busy.push((lease, wait));
                     continue;
                 }
                 slot.reserved += 1;
@@ -247,9 +256,18 @@ impl Worker {
             }
         }
         if !busy.is_empty() {
-            let at = now + micros(self.config.busy_endpoint_delay);
-            let later: Vec<_> = busy.iter().map(|l| (l.item.clone(), at)).collect();
+            // Back when the endpoint's slot has likely worked through what it holds: a
+            // hanging endpoint's backlog comes round every few timeouts, not every second
+            // (churning it through the queue cost the healthy endpoints throughput).
+            let later: Vec<_> = busy
+                .iter()
+                .map(|(l, wait)| {
+                    let delay = (*wait).clamp(self.config.busy_endpoint_delay, MAX_BUSY_DELAY);
+                    (l.item.clone(), now + micros(delay))
+                })
+                .collect();
             self.queue.schedule(&later).await?;
+            let busy: Vec<Lease> = busy.into_iter().map(|(l, _)| l).collect();
             self.queue.ack(&busy).await?;
         }
         let due_by = now + DUE_SLACK_MICROS;

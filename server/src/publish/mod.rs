@@ -4,5 +4,5 @@
 pub mod validate;
 pub mod writer;
 
-pub use validate::validate;
+pub use validate::{validate, validate_keeping_payload};
 pub use writer::Writer;

@@ -2,13 +2,14 @@
 //! field: the type exists, the payload is a JSON:API document whose `data` has the
 //! shape and resource `type` the catalog expects, and the sizes are within limits.
 
+use prost_types::Struct;
 use serde_json::Value as Json;
 
 use crate::{
     catalog::catalog,
     error::{Error, Result},
     ids::{self, Kind},
-    json::struct_to_json,
+    json::{json_to_struct, struct_to_json},
     proto::{EventTypeInfo, PublishRequest},
     store::events::NewEvent,
     time,
@@ -22,6 +23,16 @@ const TOP_LEVEL: [&str; 5] = ["data", "meta", "links", "included", "jsonapi"];
 
 /// Validates `req` for `tenant_id` (already authorised). `max_payload` is in bytes.
 pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Result<NewEvent> {
+    validate_keeping_payload(tenant_id, req, max_payload).map(|(event, _)| event)
+}
+
+/// [`validate`], also returning the payload as a `Struct` (the one given, or built from
+/// the JSON already parsed), so that the answer needs no second parse of the payload.
+pub fn validate_keeping_payload(
+    tenant_id: &str,
+    req: PublishRequest,
+    max_payload: usize,
+) -> Result<(NewEvent, Struct)> {
     let info = catalog().resolve("", req.r#type, &req.type_name)?;
     validate_environment("environment", &req.environment)?;
     let occurred_at = req
@@ -46,7 +57,7 @@ pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Res
         key => Some(key.to_string()),
     };
 
-    let (field, text, json) = match (req.payload, req.payload_json.is_empty()) {
+    let (field, text, json, given) = match (req.payload, req.payload_json.is_empty()) {
         (Some(_), false) => {
             return Err(Error::invalid(
                 "payload_json",
@@ -56,7 +67,7 @@ pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Res
         (None, true) => return Err(Error::invalid("payload", "is required")),
         (Some(s), true) => {
             let json = struct_to_json(&s);
-            ("payload", json.to_string(), json)
+            ("payload", json.to_string(), json, Some(s))
         }
         (None, false) => {
             if req.payload_json.len() > max_payload {
@@ -68,15 +79,17 @@ pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Res
             }
             let json: Json = serde_json::from_str(&req.payload_json)
                 .map_err(|e| Error::invalid("payload_json", format!("is not valid JSON: {e}")))?;
-            ("payload_json", req.payload_json, json)
+            ("payload_json", req.payload_json, json, None)
         }
     };
     if text.len() > max_payload {
         return Err(too_large(field, text.len(), max_payload));
     }
     check_document(field, &json, info)?;
+    // A valid document is an object, so it has a Struct form.
+    let payload = given.or_else(|| json_to_struct(&json)).unwrap_or_default();
 
-    Ok(NewEvent {
+    let event = NewEvent {
         id: ids::new(Kind::Event),
         tenant_id: tenant_id.to_string(),
         event_type: info.name.clone(),
@@ -84,7 +97,8 @@ pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Res
         occurred_at,
         payload: text,
         idempotency_key,
-    })
+    };
+    Ok((event, payload))
 }
 
 pub fn validate_environment(field: &str, env: &str) -> Result<()> {

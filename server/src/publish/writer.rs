@@ -86,18 +86,19 @@ impl Sink {
     async fn commit(&self, events: Vec<NewEvent>, window: i64) -> Result<Vec<Committed>> {
         let committed = self.store.commit_events(events, window).await?;
         self.bus.publish_committed(&committed);
-        let items: Vec<QueueItem> = committed
-            .iter()
-            .flat_map(|c| c.new_deliveries.iter().cloned())
-            .collect();
-        // After the commit, and allowed to fail: the reconciler enqueues whatever is
-        // due and not queued, so a failed push only delays those deliveries.
+        Ok(committed)
+    }
+
+    /// Queues the new deliveries of `committed`. After the commit (and after the
+    /// publishers got their answers: the push is not theirs to wait for), and allowed
+    /// to fail: the reconciler enqueues whatever is due and not queued, so a failed push
+    /// only delays those deliveries.
+    async fn enqueue(&self, items: Vec<QueueItem>) {
         if !items.is_empty()
             && let Err(err) = self.queue.push(&items).await
         {
             tracing::warn!(error = %err, count = items.len(), "enqueue after publish failed; the reconciler will retry");
         }
-        Ok(committed)
     }
 }
 
@@ -118,15 +119,25 @@ async fn run(sink: Sink, window: i64, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// The queue items of `committed`, which only the writer needs.
+fn take_items(committed: &mut [Committed]) -> Vec<QueueItem> {
+    committed
+        .iter_mut()
+        .flat_map(|c| std::mem::take(&mut c.new_deliveries))
+        .collect()
+}
+
 async fn commit_jobs(sink: &Sink, window: i64, jobs: Vec<Job>) {
     let all: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
     match sink.commit(all, window).await {
         Ok(mut committed) => {
+            let items = take_items(&mut committed);
             for job in jobs {
-                let rest = committed.split_off(job.events.len());
+                let rest = committed.split_off(job.events.len().min(committed.len()));
                 let mine = std::mem::replace(&mut committed, rest);
                 let _ = job.reply.send(Ok(mine));
             }
+            sink.enqueue(items).await;
         }
         Err(err) if jobs.len() == 1 => {
             let _ = jobs.into_iter().next().map(|j| j.reply.send(Err(err)));
@@ -135,8 +146,10 @@ async fn commit_jobs(sink: &Sink, window: i64, jobs: Vec<Job>) {
         // others that happened to share its transaction: retry each on its own.
         Err(_) => {
             for job in jobs {
-                let result = sink.commit(job.events, window).await;
+                let mut result = sink.commit(job.events, window).await;
+                let items = result.as_mut().map(|c| take_items(c)).unwrap_or_default();
                 let _ = job.reply.send(result);
+                sink.enqueue(items).await;
             }
         }
     }
