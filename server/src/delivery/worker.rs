@@ -90,6 +90,9 @@ struct Slot {
     reserved: usize,
     /// Moving average of request durations, in seconds; `None` until one finished.
     latency: Option<f64>,
+    /// When a request last finished, or the slot last started from idle: how long its
+    /// requests have been stuck when none finishes (a hanging endpoint's first wave).
+    last_progress: Option<std::time::Instant>,
 }
 
 impl Slot {
@@ -107,7 +110,11 @@ impl Slot {
 
     /// About how long this endpoint takes to work through `load` deliveries.
     fn drain_time(&self, load: usize, cap: usize) -> Duration {
-        let per_request = self.latency.unwrap_or(0.0).max(0.0);
+        let stuck = match self.last_progress {
+            Some(at) if self.running > 0 => at.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        let per_request = self.latency.unwrap_or(0.0).max(stuck);
         Duration::from_secs_f64((per_request * load as f64 / cap.max(1) as f64).min(3600.0))
     }
 }
@@ -298,6 +305,9 @@ impl Worker {
                 };
                 let slot = slots.entry(job.lease.item.endpoint_id.clone()).or_default();
                 if slot.running < cap {
+                    if slot.running == 0 {
+                        slot.last_progress = Some(std::time::Instant::now());
+                    }
                     slot.running += 1;
                     start.push(job);
                 } else {
@@ -368,6 +378,7 @@ impl Worker {
         let mut slots = self.lock_slots();
         let slot = slots.get_mut(endpoint_id)?;
         if let Some(took) = took {
+            slot.last_progress = Some(std::time::Instant::now());
             let took = took.as_secs_f64();
             slot.latency = Some(match slot.latency {
                 Some(avg) => avg * 0.8 + took * 0.2,
