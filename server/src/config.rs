@@ -7,7 +7,7 @@ use std::{fmt, net::SocketAddr, path::Path};
 
 use figment::{
     Figment,
-    providers::{Env, Format, Toml},
+    providers::{Format, Toml},
 };
 use serde::{Deserialize, Serialize};
 
@@ -156,9 +156,60 @@ impl Default for Config {
     }
 }
 
+/// The `HERALD_*` variables of an environment, as figment's `Env::prefixed("HERALD_")`
+/// reads them (prefix stripped, key lower-cased, value parsed as a figment value), but from
+/// any list of variables, so that a deployment file's can be checked as Herald reads them.
+struct HeraldVars(figment::value::Dict);
+
+impl From<&Vec<(String, String)>> for HeraldVars {
+    fn from(vars: &Vec<(String, String)>) -> Self {
+        let mut dict = figment::value::Dict::new();
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("HERALD_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            // HERALD_CONFIG names the file itself, so it is not a key.
+            if key.is_empty() || key == "config" {
+                continue;
+            }
+            let value: figment::value::Value = value
+                .parse()
+                .unwrap_or_else(|_| figment::value::Value::from(value.clone()));
+            dict.insert(key, value);
+        }
+        HeraldVars(dict)
+    }
+}
+
+impl figment::Provider for HeraldVars {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("`HERALD_` environment variable(s)")
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.0.clone()))
+    }
+}
+
 impl Config {
     /// Loads the layered configuration; `file` is the optional TOML file.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        // `vars_os`: a variable that is not UTF-8 (none of ours can be) must not panic.
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Config::load_from(file, vars)
+    }
+
+    /// [`Config::load`] with the environment given as `vars` instead of the process's:
+    /// what a deployment file's variables would make of Herald (the compose test uses it).
+    pub fn load_from(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         // Missing keys take `Config::default()` through `#[serde(default)]`; the defaults
         // are not merged as a provider because `Secret` serialises redacted.
         let mut figment = Figment::new();
@@ -168,13 +219,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        if std::env::var_os("HERALD_DATABASE_URL").is_none()
-            && let Ok(url) = std::env::var("DATABASE_URL")
+        let var = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        if var("HERALD_DATABASE_URL").is_none()
+            && let Some(url) = var("DATABASE_URL")
         {
-            figment = figment.merge(("database_url", url));
+            figment = figment.merge(("database_url", url.as_str()));
         }
-        // HERALD_CONFIG names the file itself, so it is not a key.
-        figment = figment.merge(Env::prefixed("HERALD_").ignore(&["config"]));
+        figment = figment.merge(HeraldVars::from(&vars));
         let config: Config = figment
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

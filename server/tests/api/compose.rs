@@ -4,9 +4,8 @@
 //! (the build context keeps the whole workspace).
 //!
 //! Compose's `${VAR…}` interpolation is applied with [`interpolate`], then each replica's
-//! `HERALD_*` variables go through [`load_config`], which mirrors `Config::load` (figment's
-//! `Env::prefixed("HERALD_")`: prefix stripped, key lower-cased, value parsed as a figment
-//! `Value`) and deserialises Herald's own `Config`, which denies unknown keys.
+//! `HERALD_*` variables go through [`load_config`], that is Herald's own loader
+//! (`Config::load_from`), which denies unknown keys and checks values.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -179,27 +178,10 @@ fn interpolated(
         .collect()
 }
 
-/// Herald's configuration from these environment variables alone, the way `Config::load`
-/// reads the process environment (without its final range checks, which are private).
+/// Herald's configuration from these environment variables alone, read by Herald's own
+/// loader (`Config::load_from`, which `Config::load` calls with the process environment).
 fn load_config(env: &BTreeMap<String, String>) -> Result<Config, String> {
-    let mut figment = Figment::new();
-    if !env.contains_key("HERALD_DATABASE_URL")
-        && let Some(url) = env.get("DATABASE_URL")
-    {
-        figment = figment.merge(("database_url", url.as_str()));
-    }
-    for (key, value) in env {
-        let Some(key) = key.strip_prefix("HERALD_") else {
-            continue;
-        };
-        let key = key.to_ascii_lowercase();
-        if key == "config" {
-            continue;
-        }
-        let value: figment::value::Value = value.parse().expect("infallible");
-        figment = figment.merge((key, value));
-    }
-    figment.extract::<Config>().map_err(|e| e.to_string())
+    Config::load_from(None, env.clone()).map_err(|e| e.to_string())
 }
 
 /// A replica's configuration, as the operator of the README runs it.
