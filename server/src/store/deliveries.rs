@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sea_orm::{
     ActiveValue::Set, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, TryIntoModel, prelude::*, sea_query::Query,
+    TransactionTrait, prelude::*, sea_query::Query,
 };
 
 use super::{
@@ -82,7 +82,7 @@ impl Store {
     /// Claims the deliveries among `ids` that are pending, due by `due_by` and not held
     /// by another worker, holding them until `lock_until`. Atomic per row: two workers
     /// never both get one.
-    pub async fn claim_deliveries(
+    async fn claim_deliveries(
         &self,
         ids: Vec<String>,
         due_by: i64,
@@ -170,7 +170,7 @@ impl Store {
     }
 
     /// Loads the events, endpoints and tenants of `deliveries`.
-    pub async fn attempt_context(&self, deliveries: &[delivery::Model]) -> Result<AttemptContext> {
+    async fn attempt_context(&self, deliveries: &[delivery::Model]) -> Result<AttemptContext> {
         let mut event_ids: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
         event_ids.sort_unstable();
         event_ids.dedup();
@@ -283,7 +283,7 @@ impl Store {
                 Recorded::Gone
             });
         }
-        let rows: Vec<attempt::ActiveModel> = records
+        let rows: Vec<attempt::Model> = records
             .iter()
             .zip(&outcome)
             .filter(|(_, o)| !matches!(o, Recorded::Gone))
@@ -293,7 +293,7 @@ impl Store {
             insert_attempts_pg(&txn, rows).await?;
         } else {
             for chunk in rows.chunks(ATTEMPT_INSERT_CHUNK) {
-                attempt::Entity::insert_many(chunk.to_vec())
+                attempt::Entity::insert_many(chunk.iter().cloned().map(attempt::ActiveModel::from))
                     .exec_without_returning(&txn)
                     .await?;
             }
@@ -574,21 +574,21 @@ pub fn new_delivery(
     }
 }
 
-fn attempt_row(r: &AttemptRecord) -> attempt::ActiveModel {
+fn attempt_row(r: &AttemptRecord) -> attempt::Model {
     let d = &r.delivery;
-    attempt::ActiveModel {
-        id: Set(ids::new(Kind::Attempt)),
-        delivery_id: Set(d.id.clone()),
-        tenant_id: Set(d.tenant_id.clone()),
-        endpoint_id: Set(d.endpoint_id.clone()),
-        attempt: Set(d.attempts + 1),
-        started_at: Set(r.started_at),
-        duration_micros: Set(r.duration_micros),
-        status_code: Set(r.status_code.map(i32::from)),
-        succeeded: Set(r.decision.status == status::DELIVERED),
-        error_kind: Set(r.error_kind.clone()),
-        error_message: Set(r.error_message.clone()),
-        response_body: Set(r.response_body.clone()),
+    attempt::Model {
+        id: ids::new(Kind::Attempt),
+        delivery_id: d.id.clone(),
+        tenant_id: d.tenant_id.clone(),
+        endpoint_id: d.endpoint_id.clone(),
+        attempt: d.attempts + 1,
+        started_at: r.started_at,
+        duration_micros: r.duration_micros,
+        status_code: r.status_code.map(i32::from),
+        succeeded: r.decision.status == status::DELIVERED,
+        error_kind: r.error_kind.clone(),
+        error_message: r.error_message.clone(),
+        response_body: r.response_body.clone(),
     }
 }
 
@@ -600,7 +600,6 @@ async fn update_pending<C: ConnectionTrait>(
     records: &[AttemptRecord],
     now: i64,
 ) -> Result<std::collections::HashSet<String>> {
-    let backend = conn.get_database_backend();
     let mut applied = std::collections::HashSet::new();
     if pg::is_postgres(conn) {
         let sql = format!(
@@ -634,12 +633,10 @@ async fn update_pending<C: ConnectionTrait>(
     for chunk in records.chunks(UPDATE_CHUNK) {
         let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 7 + 1);
         let mut rows = Vec::with_capacity(chunk.len());
+        // SQLite here (PostgreSQL took the fixed-text form above): `?` placeholders.
         let param = |values: &mut Vec<sea_orm::Value>, v: sea_orm::Value| {
             values.push(v);
-            match backend {
-                sea_orm::DatabaseBackend::Postgres => format!("${}", values.len()),
-                _ => "?".to_string(),
-            }
+            "?"
         };
         for r in chunk {
             let d = &r.delivery;
@@ -655,11 +652,6 @@ async fn update_pending<C: ConnectionTrait>(
             rows.push(format!("({})", cols.join(", ")));
         }
         let now_param = param(&mut values, now.into());
-        let pending = status::PENDING
-            .iter()
-            .map(|s| format!("'{s}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = format!(
             "WITH v(id, status, attempts, next_attempt_at, last_attempt_at, last_response_code, last_error) \
              AS (VALUES {rows}) \
@@ -667,11 +659,12 @@ async fn update_pending<C: ConnectionTrait>(
              next_attempt_at = v.next_attempt_at, locked_until = NULL, \
              last_attempt_at = v.last_attempt_at, last_response_code = v.last_response_code, \
              last_error = v.last_error, updated_at = {now_param} \
-             FROM v WHERE deliveries.id = v.id AND deliveries.status IN ({pending}) \
+             FROM v WHERE deliveries.id = v.id AND deliveries.status IN ({PENDING_SQL}) \
              RETURNING deliveries.id",
             rows = rows.join(", "),
         );
-        let stmt = sea_orm::Statement::from_sql_and_values(backend, sql, values);
+        let stmt =
+            sea_orm::Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
         for row in conn.query_all(stmt).await? {
             applied.insert(row.try_get::<String>("", "id")?);
         }
@@ -680,10 +673,7 @@ async fn update_pending<C: ConnectionTrait>(
 }
 
 /// The attempts in one statement of fixed text (see `store::pg`).
-async fn insert_attempts_pg<C: ConnectionTrait>(
-    conn: &C,
-    rows: Vec<attempt::ActiveModel>,
-) -> Result<()> {
+async fn insert_attempts_pg<C: ConnectionTrait>(conn: &C, rows: Vec<attempt::Model>) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -697,10 +687,6 @@ async fn insert_attempts_pg<C: ConnectionTrait>(
                     $7::bigint[], $8::int[], $9::bool[], $10::text[], $11::text[], $12::text[])
              AS a(id, delivery_id, tenant_id, endpoint_id, attempt, started_at, duration_micros,
                   status_code, succeeded, error_kind, error_message, response_body)";
-    let rows: Vec<attempt::Model> = rows
-        .into_iter()
-        .map(|r| r.try_into_model())
-        .collect::<std::result::Result<_, _>>()?;
     let values = vec![
         pg::texts(rows.iter().map(|r| r.id.clone())),
         pg::texts(rows.iter().map(|r| r.delivery_id.clone())),

@@ -253,7 +253,7 @@ async fn commit_in(
             };
             seen.insert((model.tenant_id.clone(), key.clone()), original);
         }
-        event_rows.push(event::ActiveModel::from(model));
+        event_rows.push(model);
         results.push(committed);
     }
 
@@ -262,7 +262,7 @@ async fn commit_in(
         return Ok(results);
     }
     for chunk in chunks(event_rows) {
-        event::Entity::insert_many(chunk)
+        event::Entity::insert_many(chunk.into_iter().map(event::ActiveModel::from))
             .exec_without_returning(txn)
             .await?;
     }
@@ -279,7 +279,7 @@ async fn commit_in(
 /// are checked at the end of the statement, when the events are there.
 async fn insert_pg(
     txn: &DatabaseTransaction,
-    events: Vec<event::ActiveModel>,
+    events: Vec<event::Model>,
     deliveries: Vec<delivery::ActiveModel>,
 ) -> Result<()> {
     if events.is_empty() {
@@ -304,10 +304,6 @@ async fn insert_pg(
                     $15::text[], $16::text[], $17::bigint[])
              AS d(id, tenant_id, event_id, endpoint_id, event_type, idempotency_token, status,
                   now_micros)";
-    let events: Vec<event::Model> = events
-        .into_iter()
-        .map(|e| e.try_into_model())
-        .collect::<std::result::Result<_, _>>()?;
     let deliveries: Vec<delivery::Model> = deliveries
         .into_iter()
         .map(|d| d.try_into_model())
