@@ -5,19 +5,21 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use prost::Message;
 use tokio::sync::broadcast;
 
-use crate::{convert, proto, store::events::Committed};
+use crate::{convert, store::events::Committed};
 
-/// One committed event as tails need it: the routing fields and the message,
-/// built once however many tails receive it.
+/// One committed event as tails need it: the routing fields and the `herald.v1.Event`
+/// message, encoded once however many tails receive it (see `wire.rs`).
 #[derive(Debug)]
 pub struct LiveEvent {
     pub seq: i64,
     pub tenant_id: String,
     pub event_type: String,
     pub environment: String,
-    pub message: proto::Event,
+    pub encoded: Bytes,
 }
 
 pub struct Bus {
@@ -45,7 +47,7 @@ impl Bus {
                 tenant_id: c.event.tenant_id.clone(),
                 event_type: c.event.event_type.clone(),
                 environment: c.event.environment.clone(),
-                message: convert::event(&c.event),
+                encoded: convert::event(&c.event).encode_to_vec().into(),
             };
             // No receiver is not an error: nobody is tailing right now.
             let _ = self.tx.send(Arc::new(live));

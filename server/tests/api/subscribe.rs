@@ -65,9 +65,11 @@ async fn event_by(tail: &mut Streaming<SubscribeResponse>, deadline: Instant) ->
             Err(_) => return None,
             Ok(Ok(Some(SubscribeResponse {
                 kind: Some(Kind::Event(event)),
+                ..
             }))) => return Some(event),
             Ok(Ok(Some(SubscribeResponse {
                 kind: Some(Kind::Heartbeat(_)),
+                ..
             }))) => continue,
             Ok(Ok(Some(other))) => panic!("unexpected tail message {other:?}"),
             Ok(Ok(None)) => panic!("the tail ended"),
@@ -649,6 +651,7 @@ async fn graceful_shutdown_ends_tails(backend: Backend) {
             {
                 Ok(Some(SubscribeResponse {
                     kind: Some(Kind::Heartbeat(_)),
+                    ..
                 })) => continue,
                 Ok(Some(other)) => panic!("unexpected message after shutdown: {other:?}"),
                 Ok(None) | Err(_) => break,
