@@ -16,6 +16,7 @@ pub mod ids;
 pub mod json;
 pub mod publish;
 pub mod queue;
+pub mod relay;
 pub mod server;
 pub mod state;
 pub mod store;

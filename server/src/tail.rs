@@ -4,7 +4,9 @@
 //! during catch-up is either in a storage page or on the bus (or both: the bus copy is
 //! skipped by sequence number). A tail that lags behind the bus, because its client
 //! reads slowly, goes back to storage from its last position; publishers never wait
-//! for it and it never skips an event.
+//! for it and it never skips an event. This needs only that the bus carries committed
+//! events in sequence order, which holds too when the relay feeds it with every
+//! replica's commits (`relay.rs`).
 
 use std::{sync::Arc, time::Duration};
 

@@ -3,8 +3,9 @@
 //! Concurrent publishes queue here and are committed together, one transaction for
 //! whatever arrived while the previous one was committing, so a busy server pays one
 //! commit (one fsync) per batch rather than per event. After each commit the new
-//! events go to the live bus in sequence order, which is what lets tails switch from
-//! storage to live without a gap.
+//! events go to the live bus in sequence order (through the relay when replicas share
+//! storage, see `relay.rs`), which is what lets tails switch from storage to live
+//! without a gap.
 
 use std::sync::Arc;
 

@@ -153,6 +153,17 @@ impl Store {
             .await?)
     }
 
+    /// Up to `limit` events of every tenant after `seq`, oldest first: what the relay
+    /// reads to feed the bus with other replicas' commits (see `relay.rs`).
+    pub async fn events_since(&self, seq: i64, limit: u64) -> Result<Vec<event::Model>> {
+        Ok(event::Entity::find()
+            .filter(event::Column::Seq.gt(seq))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
     /// The highest sequence number committed so far.
     pub async fn head_seq(&self) -> Result<i64> {
         let row = sequence::Entity::find_by_id(EVENTS_COUNTER)
