@@ -353,7 +353,14 @@ impl Worker {
             }
             let started = std::time::Instant::now();
             let d = &job.delivery;
-            let span = tracing::info_span!("attempt", delivery_id = %d.id, event_id = %d.event_id, endpoint_id = %d.endpoint_id, tenant_id = %d.tenant_id, attempt = d.attempts + 1);
+            let span = tracing::info_span!(
+                "attempt",
+                delivery_id = %d.id,
+                event_id = %d.event_id,
+                endpoint_id = %d.endpoint_id,
+                tenant_id = %d.tenant_id,
+                attempt = d.attempts + 1
+            );
             let sent = self.send(&job).instrument(span).await;
             let took = started.elapsed();
             self.finish(job, sent, permit);
