@@ -73,6 +73,29 @@ impl Serialize for Secret {
     }
 }
 
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `tracing`'s human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the span fields (request and delivery ids).
+    Json,
+}
+
+/// An address, or nothing when absent or empty (so that `HERALD_METRICS_ADDR=` turns off
+/// a listener the file configured).
+fn optional_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(addr) => addr.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("'{addr}' is not an address such as 0.0.0.0:9090"))
+        }),
+    }
+}
+
 /// Herald's settings. Every field has a default; see the README's configuration table.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -100,6 +123,11 @@ pub struct Config {
     pub secret_rotation_grace_secs: u64,
     /// Log filter, in `tracing` env-filter syntax (e.g. `info,herald=debug`).
     pub log: String,
+    /// Log lines as human-readable text or as JSON objects, one per line.
+    pub log_format: LogFormat,
+    /// Address of the Prometheus `/metrics` listener; unset (or empty) means none.
+    #[serde(deserialize_with = "optional_addr")]
+    pub metrics_addr: Option<SocketAddr>,
     /// `redis://...`: use Redis as the delivery queue; unset means the in-process queue.
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key Herald uses (several Heralds can share one Redis).
@@ -139,6 +167,8 @@ impl Default for Config {
             allow_http_endpoints: false,
             secret_rotation_grace_secs: 24 * 3600,
             log: "info".into(),
+            log_format: LogFormat::Text,
+            metrics_addr: None,
             redis_url: None,
             redis_prefix: "herald".into(),
             egress_allow_cidrs: Vec::new(),
@@ -280,6 +310,15 @@ impl Config {
                 "invalid configuration: requeue_after_secs must be at least webhook_timeout_secs"
             );
         }
+        if let Some(metrics) = self.metrics_addr
+            && metrics.port() != 0
+            && metrics.port() == self.listen_addr.port()
+            && (metrics.ip() == self.listen_addr.ip()
+                || metrics.ip().is_unspecified()
+                || self.listen_addr.ip().is_unspecified())
+        {
+            anyhow::bail!("invalid configuration: metrics_addr must differ from listen_addr");
+        }
         if self.tail_buffer < 16 {
             anyhow::bail!("invalid configuration: tail_buffer must be at least 16");
         }
@@ -305,6 +344,57 @@ mod tests {
         let shown = config.redacted();
         assert!(!shown.contains("super-secret"), "{shown}");
         assert!(!format!("{config:?}").contains("super-secret"));
+    }
+
+    fn from_vars(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        Config::load_from(
+            None,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn observability_keys() {
+        let config = from_vars(&[]).unwrap();
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert_eq!(config.metrics_addr, None);
+
+        let config = from_vars(&[
+            ("HERALD_LOG_FORMAT", "json"),
+            ("HERALD_METRICS_ADDR", "0.0.0.0:9090"),
+        ])
+        .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.metrics_addr, Some(([0, 0, 0, 0], 9090).into()));
+        assert_eq!(
+            from_vars(&[("HERALD_METRICS_ADDR", "")])
+                .unwrap()
+                .metrics_addr,
+            None
+        );
+
+        let err = from_vars(&[("HERALD_LOG_FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log_format"), "{err}");
+        let err = from_vars(&[("HERALD_METRICS_ADDR", "9090")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics_addr"), "{err}");
+        let err = from_vars(&[("HERALD_METRICS_ADDR", "localhost")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics_addr"), "{err}");
+        let err = from_vars(&[
+            ("HERALD_LISTEN_ADDR", "0.0.0.0:9090"),
+            ("HERALD_METRICS_ADDR", "127.0.0.1:9090"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("metrics_addr must differ from listen_addr"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub enum Error {
     #[error("{0}")]
     Unavailable(String),
     #[error("database error: {0}")]
-    Database(#[from] sea_orm::DbErr),
+    Database(sea_orm::DbErr),
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }
@@ -71,6 +71,14 @@ impl Error {
             Error::Database(_) | Error::Internal(_) => "internal error".into(),
             other => other.to_string(),
         }
+    }
+}
+
+/// Every database error becomes an `Error` here, so this is where they are counted.
+impl From<sea_orm::DbErr> for Error {
+    fn from(e: sea_orm::DbErr) -> Self {
+        crate::metrics::database_error(is_connection_error(&e));
+        Error::Database(e)
     }
 }
 

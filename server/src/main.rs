@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use herald::{config::Config, server, store::Store};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -50,10 +49,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
+    herald::logging::init(&config);
     tracing::info!(config = %config.redacted(), "effective configuration");
 
     match command {

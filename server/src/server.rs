@@ -40,6 +40,10 @@ const SERVICE_NAMES: [&str; 4] = [
     "herald.v1.DeliveryService",
     "herald.v1.AdminService",
 ];
+/// Health name of webhook delivery: `NOT_SERVING` while the database or the delivery
+/// queue (Redis) is unreachable. The API's names follow the database only: publishes and
+/// tails work without Redis (the reconciler enqueues what was missed).
+pub const DELIVERY_HEALTH: &str = "herald.delivery";
 /// How often the reconciler looks for deliveries the queue lost.
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 /// How often retention runs.
@@ -51,6 +55,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(15);
 pub struct Running {
     /// The address it listens on (useful with port 0).
     pub addr: SocketAddr,
+    /// The address of the `/metrics` listener, when `metrics_addr` is set.
+    pub metrics_addr: Option<SocketAddr>,
     /// The admin key generated at start-up, when none was configured or stored.
     pub generated_admin_key: Option<String>,
     shutdown: CancellationToken,
@@ -77,6 +83,7 @@ impl Running {
 
 /// Connects to storage, migrates, bootstraps the admin key and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics_handle = crate::metrics::install();
     let store = Store::connect(config.database_url.expose())
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
@@ -88,6 +95,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_addr {
+        Some(at) => Some(crate::metrics::bind(at).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
 
     let shutdown = CancellationToken::new();
     let timeout = Duration::from_secs(config.webhook_timeout_secs);
@@ -185,7 +200,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
-    tokio::spawn(watch_database(store, health, shutdown.clone()));
+    health
+        .set_service_status(DELIVERY_HEALTH, ServingStatus::Serving)
+        .await;
+    tokio::spawn(watch_health(
+        store,
+        state.queue.clone(),
+        health,
+        shutdown.clone(),
+    ));
+    tokio::spawn(crate::metrics::sample(
+        state.queue.clone(),
+        shutdown.clone(),
+    ));
+    if let (Some(listener), Some(handle)) = (metrics_listener, metrics_handle) {
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = crate::metrics::serve(listener, handle, stop).await {
+                tracing::error!(error = %err, "metrics listener failed");
+            }
+        });
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -197,6 +232,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .build_v1alpha()?;
 
     let router = tonic::transport::Server::builder()
+        .layer(crate::request_id::RequestIdLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -227,9 +263,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         drop(state);
         Ok(())
     });
-    tracing::info!(%addr, "herald listening");
+    tracing::info!(%addr, metrics = ?metrics_addr, "herald listening");
     Ok(Running {
         addr,
+        metrics_addr,
         generated_admin_key,
         shutdown,
         handle,
@@ -255,22 +292,26 @@ async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<Optio
     Ok(Some(secret))
 }
 
-/// Reports NOT_SERVING while the database does not answer.
-async fn watch_database(
+/// Reports NOT_SERVING while the database does not answer (every name), or the delivery
+/// queue does not ([`DELIVERY_HEALTH`]). Probes every few seconds; logs changes only.
+async fn watch_health(
     store: Store,
+    queue: Arc<dyn Queue>,
     health: tonic_health::server::HealthReporter,
     shutdown: CancellationToken,
 ) {
-    let mut serving = true;
+    let (mut database_up, mut queue_up, mut delivering) = (true, true, true);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(HEALTH_PROBE_EVERY) => {}
         }
-        let ok = store.ping().await.is_ok();
-        if ok != serving {
-            serving = ok;
-            let status = if ok {
+        let (database, queued) = tokio::join!(store.ping(), queue.depth());
+        let (database, queued) = (database.is_ok(), queued.is_ok());
+        if database != database_up {
+            database_up = database;
+            let status = if database {
+                tracing::info!("database reachable again: reporting SERVING");
                 ServingStatus::Serving
             } else {
                 tracing::warn!("database unreachable: reporting NOT_SERVING");
@@ -280,8 +321,27 @@ async fn watch_database(
                 health.set_service_status(name, status).await;
             }
         }
+        if queued != queue_up {
+            queue_up = queued;
+            if queued {
+                tracing::info!("delivery queue reachable again");
+            } else {
+                tracing::warn!(
+                    "delivery queue unreachable: reporting NOT_SERVING for {DELIVERY_HEALTH}"
+                );
+            }
+        }
+        if delivering != (database_up && queue_up) {
+            delivering = database_up && queue_up;
+            let status = if delivering {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health.set_service_status(DELIVERY_HEALTH, status).await;
+        }
     }
-    for name in SERVICE_NAMES.into_iter().chain([""]) {
+    for name in SERVICE_NAMES.into_iter().chain(["", DELIVERY_HEALTH]) {
         health
             .set_service_status(name, ServingStatus::NotServing)
             .await;

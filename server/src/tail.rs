@@ -18,6 +18,7 @@ use tokio::sync::{
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
+use tracing::Instrument;
 
 use crate::{
     bus::{Bus, LiveEvent},
@@ -90,12 +91,17 @@ impl Tail {
             Start::SinceMicros(t) => self.store.seq_before_time(&self.query.tenant_id, t).await?,
         };
         let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-        tokio::spawn(async move {
-            let err_tx = tx.clone();
-            if let Err(err) = self.run(tx, live, last).await {
-                let _ = err_tx.send(Err(err.into())).await;
+        let active = crate::metrics::ActiveTail::new();
+        tokio::spawn(
+            async move {
+                let _active = active;
+                let err_tx = tx.clone();
+                if let Err(err) = self.run(tx, live, last).await {
+                    let _ = err_tx.send(Err(err.into())).await;
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(ReceiverStream::new(rx))
     }
 

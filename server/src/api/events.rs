@@ -6,6 +6,7 @@ use futures::{Stream, StreamExt};
 use prost_types::Struct;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use crate::{
     auth::Access,
@@ -14,6 +15,7 @@ use crate::{
     error::{Error, Result},
     filter::Filter,
     ids::{self, Kind},
+    metrics,
     proto::{
         self, GetEventRequest, ListEventTypesRequest, ListEventTypesResponse, ListEventsRequest,
         ListEventsResponse, PublishBatchRequest, PublishBatchResponse, PublishError,
@@ -44,11 +46,68 @@ impl EventApi {
     pub fn new(state: State) -> Self {
         EventApi { state }
     }
+
+    /// Validates and stores a `PublishBatch`, atomically.
+    async fn publish_items(
+        &self,
+        principal: &crate::auth::Principal,
+        items: Vec<PublishRequest>,
+    ) -> Result<PublishBatchResponse> {
+        if items.is_empty() {
+            return Err(Error::invalid("events", "must hold at least one event"));
+        }
+        if items.len() > MAX_BATCH {
+            return Err(Error::invalid(
+                "events",
+                format!(
+                    "holds {} events, more than the limit of {MAX_BATCH}",
+                    items.len()
+                ),
+            ));
+        }
+        let mut new = Vec::with_capacity(items.len());
+        let mut payloads = Vec::with_capacity(items.len());
+        let mut tenants = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let prefix = format!("events[{i}]");
+            let tenant = principal
+                .tenant_for(&item.tenant_id, Access::Publish)
+                .map_err(|e| e.within(&prefix))?;
+            if !tenants.contains(&tenant) {
+                tenants.push(tenant.clone());
+            }
+            let (event, payload) = publish::validate_keeping_payload(
+                &tenant,
+                item,
+                self.state.config.max_payload_bytes,
+            )
+            .map_err(|e| e.within(&prefix))?;
+            new.push(event);
+            payloads.push(payload);
+        }
+        for tenant in &tenants {
+            self.state.require_tenant(tenant).await?;
+        }
+        let committed = self.state.writer.submit(new).await?;
+        Ok(PublishBatchResponse {
+            results: committed
+                .into_iter()
+                .zip(payloads)
+                .map(|(c, payload)| response(c, payload))
+                .collect(),
+        })
+    }
 }
 
 /// The answer for `c`; `payload` is the request's payload as a `Struct`, which a new
 /// event stored unchanged (a duplicate answers with the original's stored payload).
 fn response(c: Committed, payload: Struct) -> PublishResponse {
+    let outcome = if c.duplicate {
+        metrics::Published::Duplicate
+    } else {
+        metrics::Published::Stored
+    };
+    metrics::event_published(&c.event.event_type, outcome);
     let event = if c.duplicate {
         convert::event(&c.event)
     } else {
@@ -124,9 +183,40 @@ impl EventService for EventApi {
         request: Request<PublishRequest>,
     ) -> Result<Response<PublishResponse>, Status> {
         let principal = self.state.principal(&request).await?;
-        let (new, payload) = prepare(&self.state, &principal, request.into_inner()).await?;
-        let committed = self.state.writer.submit(vec![new]).await?;
-        Ok(Response::new(single(committed, payload)?))
+        let req = request.into_inner();
+        let event_type = metrics::event_type_label(&req.type_name, req.r#type);
+        // A tenant key's own tenant, or the one an admin names (checked in `prepare`).
+        let tenant = principal.tenant_id.as_deref().unwrap_or(&req.tenant_id);
+        let span = tracing::info_span!(
+            "publish",
+            tenant_id = tenant,
+            event_type,
+            event_id = tracing::field::Empty,
+        );
+        let published = async {
+            let (new, payload) = prepare(&self.state, &principal, req).await?;
+            let committed = self.state.writer.submit(vec![new]).await?;
+            single(committed, payload)
+        };
+        match published.instrument(span.clone()).await {
+            Ok(answer) => {
+                if let Some(event) = &answer.event {
+                    span.record("event_id", event.id.as_str());
+                }
+                span.in_scope(|| {
+                    tracing::debug!(
+                        duplicate = answer.duplicate,
+                        deliveries = answer.deliveries,
+                        "published"
+                    )
+                });
+                Ok(Response::new(answer))
+            }
+            Err(err) => {
+                metrics::event_refused(event_type, &err);
+                Err(err.into())
+            }
+        }
     }
 
     async fn publish_batch(
@@ -135,50 +225,26 @@ impl EventService for EventApi {
     ) -> Result<Response<PublishBatchResponse>, Status> {
         let principal = self.state.principal(&request).await?;
         let items = request.into_inner().events;
-        if items.is_empty() {
-            return Err(Error::invalid("events", "must hold at least one event").into());
-        }
-        if items.len() > MAX_BATCH {
-            return Err(Error::invalid(
-                "events",
-                format!(
-                    "holds {} events, more than the limit of {MAX_BATCH}",
-                    items.len()
-                ),
-            )
-            .into());
-        }
-        let mut new = Vec::with_capacity(items.len());
-        let mut payloads = Vec::with_capacity(items.len());
-        let mut tenants = Vec::new();
-        for (i, item) in items.into_iter().enumerate() {
-            let prefix = format!("events[{i}]");
-            let tenant = principal
-                .tenant_for(&item.tenant_id, Access::Publish)
-                .map_err(|e| e.within(&prefix))?;
-            if !tenants.contains(&tenant) {
-                tenants.push(tenant.clone());
+        let types: Vec<&'static str> = items
+            .iter()
+            .map(|item| metrics::event_type_label(&item.type_name, item.r#type))
+            .collect();
+        let span = tracing::info_span!(
+            "publish_batch",
+            tenant_id = principal.tenant_id.as_deref(),
+            events = items.len()
+        );
+        let published = self.publish_items(&principal, items).instrument(span);
+        match published.await {
+            Ok(answer) => Ok(Response::new(answer)),
+            Err(err) => {
+                // The batch is atomic: every event in it was refused.
+                for event_type in types {
+                    metrics::event_refused(event_type, &err);
+                }
+                Err(err.into())
             }
-            let (event, payload) = publish::validate_keeping_payload(
-                &tenant,
-                item,
-                self.state.config.max_payload_bytes,
-            )
-            .map_err(|e| e.within(&prefix))?;
-            new.push(event);
-            payloads.push(payload);
         }
-        for tenant in &tenants {
-            self.state.require_tenant(tenant).await?;
-        }
-        let committed = self.state.writer.submit(new).await?;
-        Ok(Response::new(PublishBatchResponse {
-            results: committed
-                .into_iter()
-                .zip(payloads)
-                .map(|(c, payload)| response(c, payload))
-                .collect(),
-        }))
     }
 
     type PublishStreamStream = BoxStream<PublishStreamResponse>;
@@ -200,18 +266,21 @@ impl EventService for EventApi {
                 let (state, principal) = (validate_state.clone(), principal.clone());
                 async move {
                     let item = item?;
-                    let prepared = match item.event {
-                        None => Err(Error::invalid("event", "is required")),
-                        Some(event) => prepare(&state, &principal, event).await,
+                    let (event_type, prepared) = match item.event {
+                        None => ("unknown", Err(Error::invalid("event", "is required"))),
+                        Some(event) => (
+                            metrics::event_type_label(&event.type_name, event.r#type),
+                            prepare(&state, &principal, event).await,
+                        ),
                     };
-                    Ok::<_, Status>((item.request_id, prepared))
+                    Ok::<_, Status>((item.request_id, event_type, prepared))
                 }
             })
             .buffered(STREAM_PIPELINE)
             .then(move |prepared| {
                 let writer = writer.clone();
                 async move {
-                    let (request_id, prepared) = prepared?;
+                    let (request_id, event_type, prepared) = prepared?;
                     let queued = match prepared {
                         Ok((new, payload)) => writer
                             .enqueue(vec![new])
@@ -219,15 +288,18 @@ impl EventService for EventApi {
                             .map(|commit| (commit, payload)),
                         Err(err) => Err(err),
                     };
-                    Ok::<_, Status>((request_id, queued))
+                    Ok::<_, Status>((request_id, event_type, queued))
                 }
             })
             .map(|queued| async move {
-                let (request_id, queued) = queued?;
+                let (request_id, event_type, queued) = queued?;
                 let result = match queued {
                     Ok((commit, payload)) => commit.await.and_then(|c| single(c, payload)),
                     Err(err) => Err(err),
                 };
+                if let Err(err) = &result {
+                    metrics::event_refused(event_type, err);
+                }
                 Ok(stream_answer(request_id, result))
             })
             .buffered(STREAM_PIPELINE);
@@ -259,9 +331,14 @@ impl EventService for EventApi {
             start,
             heartbeat: Duration::from_secs(self.state.config.heartbeat_interval_secs),
             shutdown: self.state.shutdown.clone(),
-            key_id: principal.key_id,
+            key_id: principal.key_id.clone(),
         };
-        Ok(Response::new(tail.spawn().await?))
+        let span = tracing::info_span!(
+            "tail",
+            tenant_id = %tail.query.tenant_id,
+            key_id = %principal.key_id
+        );
+        Ok(Response::new(tail.spawn().instrument(span).await?))
     }
 
     async fn get_event(

@@ -21,6 +21,7 @@ use std::{
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{
     outcome::{self, AttemptResult},
@@ -351,7 +352,16 @@ impl Worker {
                 }
             }
             let started = std::time::Instant::now();
-            let sent = self.send(&job).await;
+            let d = &job.delivery;
+            let span = tracing::info_span!(
+                "attempt",
+                delivery_id = %d.id,
+                event_id = %d.event_id,
+                endpoint_id = %d.endpoint_id,
+                tenant_id = %d.tenant_id,
+                attempt = d.attempts + 1
+            );
+            let sent = self.send(&job).instrument(span).await;
             let took = started.elapsed();
             self.finish(job, sent, permit);
             match self.next_in_line(&endpoint_id, Some(took)) {
@@ -451,6 +461,7 @@ impl Worker {
         let (started_at, result, body, duration) = match sent {
             Sent::Skipped(reason) => {
                 let worker = self.clone();
+                crate::metrics::delivery_ended(crate::metrics::DeliveryEnd::Skipped);
                 tokio::spawn(async move {
                     let done = async {
                         worker
@@ -492,6 +503,8 @@ impl Worker {
             endpoint.and_then(|e| e.failing_since),
             self.config.auto_disable_after,
         );
+        let received_at = job.context.events.get(&d.event_id).map(|e| e.received_at);
+        crate::metrics::attempt_decided(&result, &decision, duration, &d.endpoint_id, received_at);
         self.recorder.record(Finished {
             record: AttemptRecord {
                 delivery: job.delivery,

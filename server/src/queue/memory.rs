@@ -30,8 +30,8 @@ pub struct MemoryQueue {
 #[derive(Default)]
 struct State {
     next_id: u64,
-    /// Ready entries, oldest first: (entry id, item).
-    ready: VecDeque<(u64, QueueItem)>,
+    /// Ready entries, oldest first: (entry id, item, ready since in Unix microseconds).
+    ready: VecDeque<(u64, QueueItem, i64)>,
     /// Delivery ids in `ready`.
     ready_ids: HashSet<String>,
     /// Scheduled items by (due time in Unix microseconds, entry id).
@@ -54,15 +54,16 @@ impl State {
         }
     }
 
-    /// Appends `item` to ready unless it is there already. True if it was added.
-    fn make_ready(&mut self, item: QueueItem) -> bool {
+    /// Appends `item` to ready (waiting since `since`) unless it is there already. True
+    /// if it was added.
+    fn make_ready(&mut self, item: QueueItem, since: i64) -> bool {
         if self.ready_ids.contains(&item.delivery_id) {
             return false;
         }
         self.unschedule(&item.delivery_id);
         let id = self.next_id();
         self.ready_ids.insert(item.delivery_id.clone());
-        self.ready.push_back((id, item));
+        self.ready.push_back((id, item, since));
         true
     }
 
@@ -89,7 +90,7 @@ impl State {
             }
         }
         while out.len() < max {
-            let Some((id, item)) = self.ready.pop_front() else {
+            let Some((id, item, _)) = self.ready.pop_front() else {
                 break;
             };
             self.ready_ids.remove(&item.delivery_id);
@@ -128,11 +129,12 @@ impl MemoryQueue {
 #[async_trait::async_trait]
 impl Queue for MemoryQueue {
     async fn push(&self, items: &[QueueItem]) -> Result<()> {
+        let now = crate::time::now_micros();
         let added = {
             let mut state = self.state();
             let mut added = false;
             for item in items {
-                added |= state.make_ready(item.clone());
+                added |= state.make_ready(item.clone(), now);
             }
             added
         };
@@ -166,7 +168,7 @@ impl Queue for MemoryQueue {
                 }
                 let item = entry.remove();
                 state.scheduled_at.remove(&item.delivery_id);
-                if state.make_ready(item) {
+                if state.make_ready(item, now_micros) {
                     moved += 1;
                 }
             }
@@ -229,6 +231,20 @@ impl Queue for MemoryQueue {
             leased: state.leased.len() as u64,
         })
     }
+
+    async fn oldest_due(&self, now_micros: i64) -> Result<Option<i64>> {
+        let state = self.state();
+        // Entries are ready from when they were pushed or promoted (as in the Redis
+        // stream), so the front is the oldest; retries not promoted yet count from their
+        // due time.
+        let ready = state.ready.front().map(|(_, _, since)| *since);
+        let overdue = state
+            .scheduled
+            .first_key_value()
+            .map(|((at, _), _)| *at)
+            .filter(|at| *at <= now_micros);
+        Ok(ready.into_iter().chain(overdue).min())
+    }
 }
 
 #[cfg(test)]
@@ -249,6 +265,41 @@ mod tests {
     }
 
     const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn oldest_due_is_the_longest_waiting_entry() {
+        let q = MemoryQueue::new(LONG);
+        let start = crate::time::now_micros();
+        assert_eq!(q.oldest_due(start).await.unwrap(), None);
+        q.push(&[item(1)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.push(&[item(2)]).await.unwrap();
+        let now = crate::time::now_micros();
+        let oldest = q
+            .oldest_due(now)
+            .await
+            .unwrap()
+            .expect("ready entries wait");
+        // Millisecond precision in Redis.
+        assert!(
+            oldest >= start - 1_000 && oldest <= now - 15_000,
+            "{start} {oldest} {now}"
+        );
+        // The first is handed out: the second is the oldest waiting now.
+        let got = q.pop(1, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let second = q.oldest_due(now).await.unwrap().unwrap();
+        assert!(second > oldest + 15_000, "{oldest} {second}");
+        // A retry due long ago and not promoted yet is the oldest; one not due is not.
+        q.schedule(&[(item(3), now - 60_000_000), (item(4), now + 60_000_000)])
+            .await
+            .unwrap();
+        assert_eq!(q.oldest_due(now).await.unwrap(), Some(now - 60_000_000));
+        q.promote_due(now).await.unwrap();
+        let rest = q.pop(10, Duration::ZERO).await.unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(q.oldest_due(now).await.unwrap(), None);
+    }
 
     #[tokio::test]
     async fn push_pop_ack_in_order() {

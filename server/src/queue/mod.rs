@@ -76,4 +76,10 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Current sizes.
     async fn depth(&self) -> Result<Depth>;
+
+    /// Since when (Unix microseconds) the longest-waiting due entry has waited: the
+    /// oldest ready entry not handed out yet (ready since it was pushed or promoted), or
+    /// a scheduled retry due at `now_micros` and not promoted yet. `None` when nothing
+    /// waits. Cheap (a few reads), for the periodic metrics sample.
+    async fn oldest_due(&self, now_micros: i64) -> Result<Option<i64>>;
 }

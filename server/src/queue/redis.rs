@@ -120,6 +120,7 @@ fn redis_error(e: RedisError) -> Error {
                 | RetryMethod::ReconnectFromInitialConnections
                 | RetryMethod::WaitAndRetry
         );
+    crate::metrics::redis_error(connection);
     if connection {
         Error::Unavailable(format!("redis: {e}"))
     } else {
@@ -584,6 +585,60 @@ impl Queue for RedisQueue {
         }
         Ok(depth)
     }
+
+    async fn oldest_due(&self, now_micros: i64) -> Result<Option<i64>> {
+        let mut conn = self.conn.clone();
+        let (len, first_scheduled): (u64, Vec<(String, f64)>) = redis::pipe()
+            .cmd("XLEN")
+            .arg(&self.keys.ready)
+            .cmd("ZRANGE")
+            .arg(&self.keys.scheduled)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_error)?;
+        let overdue = first_scheduled
+            .first()
+            .map(|(_, ms)| (*ms as i64).saturating_mul(1000))
+            .filter(|at| *at <= now_micros);
+        if len == 0 {
+            return Ok(overdue);
+        }
+        let info: redis::RedisResult<StreamInfoGroupsReply> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&self.keys.ready)
+            .query_async(&mut conn)
+            .await;
+        // The entries after the group's last delivered id were never handed out: the
+        // first of them is the oldest ready one, and its id is the time it was added.
+        let start = match info {
+            Ok(info) => match info.groups.iter().find(|g| g.name == GROUP) {
+                Some(group) => format!("({}", group.last_delivered_id),
+                None => "-".to_string(),
+            },
+            // Deleted since XLEN.
+            Err(e) if e.to_string().contains("no such key") => return Ok(overdue),
+            Err(e) => return Err(redis_error(e)),
+        };
+        let first: Vec<StreamId> = redis::cmd("XRANGE")
+            .arg(&self.keys.ready)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async::<redis::streams::StreamRangeReply>(&mut conn)
+            .await
+            .map_err(redis_error)?
+            .ids;
+        let ready = first
+            .first()
+            .and_then(|entry| entry.id.split_once('-'))
+            .and_then(|(ms, _)| ms.parse::<i64>().ok())
+            .map(|ms| ms * 1000);
+        Ok(ready.into_iter().chain(overdue).min())
+    }
 }
 
 #[cfg(test)]
@@ -973,6 +1028,45 @@ mod tests {
         let got = b.pop(10, Duration::from_millis(100)).await.unwrap();
         assert_eq!(ids(&got), ["dlv_00001"]);
         b.ack(&got).await.unwrap();
+        cleanup(&p).await;
+    }
+
+    #[tokio::test]
+    async fn oldest_due_is_the_longest_waiting_entry() {
+        let p = prefix();
+        let q = fresh(&p, "c1", LONG).await;
+        let start = crate::time::now_micros();
+        assert_eq!(q.oldest_due(start).await.unwrap(), None);
+        q.push(&[item(1)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.push(&[item(2)]).await.unwrap();
+        let now = crate::time::now_micros();
+        let oldest = q
+            .oldest_due(now)
+            .await
+            .unwrap()
+            .expect("ready entries wait");
+        // Millisecond precision in Redis.
+        assert!(
+            oldest >= start - 1_000 && oldest <= now - 15_000,
+            "{start} {oldest} {now}"
+        );
+        // The first is handed out: the second is the oldest waiting now.
+        let got = q.pop(1, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let second = q.oldest_due(now).await.unwrap().unwrap();
+        assert!(second > oldest + 15_000, "{oldest} {second}");
+        // A retry due long ago and not promoted yet is the oldest; one not due is not.
+        q.schedule(&[(item(3), now - 60_000_000), (item(4), now + 60_000_000)])
+            .await
+            .unwrap();
+        // Scheduled times are kept in milliseconds.
+        let due = (now - 60_000_000).div_euclid(1000) * 1000;
+        assert_eq!(q.oldest_due(now).await.unwrap(), Some(due));
+        q.promote_due(now).await.unwrap();
+        let rest = q.pop(10, Duration::ZERO).await.unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(q.oldest_due(now).await.unwrap(), None);
         cleanup(&p).await;
     }
 

@@ -238,15 +238,28 @@ impl Store {
     /// endpoint, in one transaction (one commit for the whole batch). Returns, per
     /// record and in order, what became of its delivery.
     ///
-    /// The deliveries are updated first, which locks their rows: a delivery deleted
-    /// meanwhile is reported [`Recorded::Gone`] and gets no attempt row, and one being
-    /// deleted concurrently waits for this commit (its attempts then go with it).
+    /// The endpoint changes come first, then the deliveries' updates, which lock their
+    /// rows: a delivery deleted meanwhile is reported [`Recorded::Gone`] and gets no
+    /// attempt row, and one being deleted concurrently waits for this commit (its
+    /// attempts then go with it).
     pub async fn record_attempts(&self, records: &[AttemptRecord]) -> Result<Vec<Recorded>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let now = now_micros();
         let txn = self.db.begin().await?;
+        // Endpoints before deliveries: the order in which deleting an endpoint (which
+        // cascades to its deliveries) takes its locks; the other order can deadlock
+        // with it. A change for an endpoint deleted meanwhile updates nothing.
+        let mut changes: Vec<(&str, &EndpointChange)> = records
+            .iter()
+            .map(|r| (r.delivery.endpoint_id.as_str(), &r.decision.endpoint))
+            .filter(|(_, change)| !matches!(change, EndpointChange::None))
+            .collect();
+        changes.sort_by_key(|(endpoint, _)| *endpoint);
+        for (endpoint, change) in changes {
+            apply_endpoint_change(&txn, endpoint, change, now).await?;
+        }
         let applied = update_pending(&txn, records, now).await?;
         let mut outcome = Vec::with_capacity(records.len());
         for r in records {
@@ -295,12 +308,6 @@ impl Store {
             for chunk in rows.chunks(ATTEMPT_INSERT_CHUNK) {
                 attempt::Entity::insert_many(chunk.iter().cloned().map(attempt::ActiveModel::from))
                     .exec_without_returning(&txn)
-                    .await?;
-            }
-        }
-        for (r, o) in records.iter().zip(&outcome) {
-            if !matches!(o, Recorded::Gone) {
-                apply_endpoint_change(&txn, &r.delivery.endpoint_id, &r.decision.endpoint, now)
                     .await?;
             }
         }

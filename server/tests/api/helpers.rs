@@ -31,13 +31,15 @@ pub fn redis_url() -> String {
 }
 
 /// Server of PostgreSQL tests; override with HERALDTEST_POSTGRES_URL (no database part).
-fn postgres_server() -> String {
+pub fn postgres_server() -> String {
     std::env::var("HERALDTEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
+    /// The `/metrics` listener, when the test set `metrics_addr`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub admin_key: String,
     pub backend: Backend,
     pub config: Config,
@@ -105,6 +107,7 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
     let running = server::start(config.clone()).await.expect("server starts");
     TestApp {
         addr: running.addr,
+        metrics_addr: running.metrics_addr,
         admin_key,
         backend,
         config,
@@ -214,6 +217,7 @@ impl TestApp {
             .await
             .expect("server restarts");
         self.addr = running.addr;
+        self.metrics_addr = running.metrics_addr;
         self.running = Some(running);
     }
 
@@ -229,10 +233,16 @@ impl TestApp {
             backend: self.backend,
             config: self.config.clone(),
             redis_prefix: None,
+            metrics_addr: running.metrics_addr,
             running: Some(running),
             _dir: tempfile::tempdir().expect("temp dir"),
             pg_database: None,
         }
+    }
+
+    /// The PostgreSQL database of a PostgreSQL-backed app.
+    pub fn pg_database(&self) -> Option<&str> {
+        self.pg_database.as_deref()
     }
 
     /// Deletes every Redis key of this app's queue: Redis "losing its data".

@@ -8,6 +8,7 @@ mod compose;
 mod delivery;
 mod grpcurl;
 mod isolation;
+mod observability;
 mod publish;
 mod replicas;
 mod resilience;
