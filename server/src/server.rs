@@ -19,6 +19,7 @@ use crate::{
         worker::{Worker, WorkerConfig},
     },
     egress::{client::Sender, ssrf},
+    lease::BackgroundLease,
     proto::{
         self, admin_service_server::AdminServiceServer,
         delivery_service_server::DeliveryServiceServer,
@@ -33,11 +34,14 @@ use crate::{
 /// Largest gRPC message accepted: a full `PublishBatch` of typical payloads fits.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const HEALTH_PROBE_EVERY: Duration = Duration::from_secs(5);
-const SERVICE_NAMES: [&str; 4] = [
+/// The services health reports on: the API's, then the server as a whole (`""`), the
+/// only one a worker-only process reports.
+const HEALTH_NAMES: [&str; 5] = [
     "herald.v1.EventService",
     "herald.v1.EndpointService",
     "herald.v1.DeliveryService",
     "herald.v1.AdminService",
+    "",
 ];
 /// How often the reconciler looks for deliveries the queue lost.
 const RECONCILE_EVERY: Duration = Duration::from_secs(10);
@@ -74,15 +78,26 @@ impl Running {
     }
 }
 
-/// Connects to storage, migrates, bootstraps the admin key and starts serving.
+/// Connects to storage, migrates, bootstraps the admin key and starts serving: the API,
+/// the delivery worker and its background tasks, or one of the two (`config.roles`).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.check_roles()?;
+    let roles = config.roles;
+    // Names this process in the queue's consumer group, the background lease and the logs.
+    let replica = format!("{}-{}", std::process::id(), ulid::Ulid::new());
     let store = Store::connect(config.database_url.expose())
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
     if config.run_migrations {
         store.migrate().await?;
     }
-    let generated_admin_key = bootstrap_admin(&store, &config).await?;
+    // A worker-only process has no API to use a key with, and a key it generated would be
+    // printed where nobody looks for it: the API processes bootstrap.
+    let generated_admin_key = if roles.api {
+        bootstrap_admin(&store, &config).await?
+    } else {
+        None
+    };
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
@@ -90,11 +105,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let shutdown = CancellationToken::new();
     let timeout = Duration::from_secs(config.webhook_timeout_secs);
-    let lease = timeout + LEASE_MARGIN;
+    let lease = config
+        .delivery_lease_secs
+        .map_or(timeout + LEASE_MARGIN, Duration::from_secs);
     let (queue, queue_starts_empty): (Arc<dyn Queue>, bool) = match &config.redis_url {
         Some(url) => {
-            let consumer = format!("{}-{}", std::process::id(), ulid::Ulid::new());
-            let queue = RedisQueue::connect(url.expose(), &config.redis_prefix, &consumer, lease)
+            let queue = RedisQueue::connect(url.expose(), &config.redis_prefix, &replica, lease)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot use Redis: {e}"))?;
             (Arc::new(queue), false)
@@ -111,28 +127,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.response_body_limit,
         &user_agent,
     )?;
-    let bus = Arc::new(Bus::new(config.tail_buffer));
-    let window = i64::try_from(config.idempotency_window_secs)
-        .unwrap_or(i64::MAX / 1_000_000)
-        .saturating_mul(1_000_000);
-    let writer = Writer::spawn(store.clone(), bus.clone(), queue.clone(), window);
 
-    let worker = Arc::new(Worker::new(
-        store.clone(),
-        queue.clone(),
-        sender.clone(),
-        WorkerConfig {
-            concurrency: config.delivery_concurrency,
-            endpoint_concurrency: config.endpoint_concurrency,
-            lease,
-            request_timeout: timeout,
-            busy_endpoint_delay: Duration::from_secs(1),
-            policy: RetryPolicy::from_secs(&config.retry_schedule_secs),
-            auto_disable_after: Duration::from_secs(config.auto_disable_after_secs),
-            user_agent: user_agent.clone(),
-        },
-    ));
-    tokio::spawn(worker.run(shutdown.clone()));
+    let mut lease_keeper = None;
+    let background = if !roles.worker {
+        // No background work in an API-only process, but see `Reconciler::lease`.
+        BackgroundLease::never()
+    } else if let Some(url) = &config.redis_url {
+        let (lease, keeper) = BackgroundLease::redis(
+            url.expose(),
+            &config.redis_prefix,
+            &replica,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot use Redis: {e}"))?;
+        lease_keeper = Some(keeper);
+        lease
+    } else {
+        BackgroundLease::local()
+    };
     tokio::spawn(
         Reconciler {
             store: store.clone(),
@@ -140,69 +153,109 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             requeue_after: Duration::from_secs(config.requeue_after_secs),
             interval: RECONCILE_EVERY,
             queue_starts_empty,
+            lease: background.clone(),
         }
         .run(shutdown.clone()),
     );
-    if config.retention_days > 0 {
-        tokio::spawn(
-            Pruner {
-                store: store.clone(),
-                retention: Duration::from_secs(u64::from(config.retention_days) * 86400),
-                interval: PRUNE_EVERY,
-            }
-            .run(shutdown.clone()),
-        );
+    if roles.worker {
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            sender.clone(),
+            WorkerConfig {
+                concurrency: config.delivery_concurrency,
+                endpoint_concurrency: config.endpoint_concurrency,
+                lease,
+                request_timeout: timeout,
+                busy_endpoint_delay: Duration::from_secs(1),
+                policy: RetryPolicy::from_secs(&config.retry_schedule_secs),
+                auto_disable_after: Duration::from_secs(config.auto_disable_after_secs),
+                user_agent: user_agent.clone(),
+            },
+        ));
+        tokio::spawn(worker.run(shutdown.clone()));
+        if config.retention_days > 0 {
+            tokio::spawn(
+                Pruner {
+                    store: store.clone(),
+                    retention: Duration::from_secs(u64::from(config.retention_days) * 86400),
+                    interval: PRUNE_EVERY,
+                    lease: background,
+                }
+                .run(shutdown.clone()),
+            );
+        }
     }
-
-    let state = Arc::new(AppState {
-        config,
-        store: store.clone(),
-        writer,
-        bus,
-        queue,
-        sender,
-        user_agent,
-        shutdown: shutdown.clone(),
-        credentials: Default::default(),
-    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in SERVICE_NAMES.into_iter().chain([""]) {
+    // A worker-only process answers health (overall, "") but serves no API.
+    let health_names: &'static [&'static str] = if roles.api {
+        &HEALTH_NAMES
+    } else {
+        &HEALTH_NAMES[4..]
+    };
+    for name in health_names {
         health
-            .set_service_status(name, ServingStatus::Serving)
+            .set_service_status(*name, ServingStatus::Serving)
             .await;
     }
-    tokio::spawn(watch_database(store, health, shutdown.clone()));
+    tokio::spawn(watch_database(
+        store.clone(),
+        health,
+        health_names,
+        shutdown.clone(),
+    ));
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let router = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            EventServiceServer::new(EventApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            EndpointServiceServer::new(EndpointApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            DeliveryServiceServer::new(DeliveryApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            AdminServiceServer::new(AdminApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        );
+    let mut router = tonic::transport::Server::builder().add_service(health_service);
+    let mut state = None;
+    if roles.api {
+        let bus = Arc::new(Bus::new(config.tail_buffer));
+        let window = i64::try_from(config.idempotency_window_secs)
+            .unwrap_or(i64::MAX / 1_000_000)
+            .saturating_mul(1_000_000);
+        let writer = Writer::spawn(store.clone(), bus.clone(), queue.clone(), window);
+        let app = Arc::new(AppState {
+            config,
+            store,
+            writer,
+            bus,
+            queue,
+            sender,
+            user_agent,
+            shutdown: shutdown.clone(),
+            credentials: Default::default(),
+        });
+        router = router
+            .add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            )
+            .add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1alpha()?,
+            )
+            .add_service(
+                EventServiceServer::new(EventApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                EndpointServiceServer::new(EndpointApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                DeliveryServiceServer::new(DeliveryApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                AdminServiceServer::new(AdminApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            );
+        state = Some(app);
+    }
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move {
         router
@@ -212,9 +265,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )
             .await?;
         drop(state);
+        // Give the background lease back before the process exits, so that another
+        // replica takes over now rather than when the key expires.
+        if let Some(keeper) = lease_keeper {
+            let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
+        }
         Ok(())
     });
-    tracing::info!(%addr, "herald listening");
+    tracing::info!(%addr, %replica, %roles, "herald listening");
     Ok(Running {
         addr,
         generated_admin_key,
@@ -246,6 +304,7 @@ async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<Optio
 async fn watch_database(
     store: Store,
     health: tonic_health::server::HealthReporter,
+    names: &'static [&'static str],
     shutdown: CancellationToken,
 ) {
     let mut serving = true;
@@ -263,14 +322,14 @@ async fn watch_database(
                 tracing::warn!("database unreachable: reporting NOT_SERVING");
                 ServingStatus::NotServing
             };
-            for name in SERVICE_NAMES.into_iter().chain([""]) {
-                health.set_service_status(name, status).await;
+            for name in names {
+                health.set_service_status(*name, status).await;
             }
         }
     }
-    for name in SERVICE_NAMES.into_iter().chain([""]) {
+    for name in names {
         health
-            .set_service_status(name, ServingStatus::NotServing)
+            .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
 }
