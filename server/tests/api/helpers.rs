@@ -31,7 +31,7 @@ pub fn redis_url() -> String {
 }
 
 /// Server of PostgreSQL tests; override with HERALDTEST_POSTGRES_URL (no database part).
-fn postgres_server() -> String {
+pub fn postgres_server() -> String {
     std::env::var("HERALDTEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

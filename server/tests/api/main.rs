@@ -9,6 +9,7 @@ mod delivery;
 mod grpcurl;
 mod isolation;
 mod publish;
+mod replicas;
 mod resilience;
 mod smoke;
 mod subscribe;
