@@ -9,7 +9,7 @@ mod delivery;
 mod grpcurl;
 mod isolation;
 mod publish;
-mod replicas;
+mod scale_out;
 mod resilience;
 mod smoke;
 mod subscribe;
