@@ -29,6 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Hand-written so a live event is encoded once for all tails (see src/wire.rs).
+        .extern_path(
+            ".herald.v1.SubscribeResponse",
+            "crate::wire::SubscribeResponse",
+        )
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -59,6 +59,13 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub window: usize,
 
+    /// Publish at this many events per second in all (paced, open loop) instead of as fast
+    /// as Herald answers: for latencies at a given load (a4 at half the maximum rate, and
+    /// the tails of (e), which a full-speed publisher would bury under 1,000 copies of
+    /// every event).
+    #[arg(long, value_parser = positive_rate)]
+    pub rate: Option<f64>,
+
     /// Endpoints of `fanout` (default 10) and `filters` (default 1,000).
     #[arg(long)]
     pub endpoints: Option<usize>,
@@ -141,6 +148,15 @@ pub struct Args {
     /// Log filter for the harness and the in-process Herald (stderr).
     #[arg(long, default_value = "warn")]
     pub log: String,
+}
+
+fn positive_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "'{value}' is not a positive number of events per second"
+        )),
+    }
 }
 
 fn runtime(name: &str, threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {

@@ -15,7 +15,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Context;
@@ -50,6 +50,8 @@ pub struct Load {
     pub callers: usize,
     pub batch: usize,
     pub window: usize,
+    /// Events per second over all callers; `None`: as fast as Herald answers.
+    pub rate: Option<f64>,
 }
 
 /// Counters shared with the progress bar and the report.
@@ -109,6 +111,8 @@ struct Caller {
     ok: Arc<[AtomicBool]>,
     progress: Arc<Progress>,
     epoch: Instant,
+    /// With `--rate`: when the run started and the time between two events.
+    pace: Option<(tokio::time::Instant, Duration)>,
 }
 
 impl Caller {
@@ -125,10 +129,19 @@ impl Caller {
         }
     }
 
-    /// Takes up to `n` sequence numbers.
-    fn take(&self, n: u64) -> Option<std::ops::Range<u64>> {
+    /// Takes up to `n` sequence numbers; with `--rate`, waits until the first is due
+    /// (event `s` is due `s` intervals after the start: an open-loop schedule, so a slow
+    /// answer is followed by a catch-up, not by a lower rate).
+    async fn take(&self, n: u64) -> Option<std::ops::Range<u64>> {
         let start = self.next.fetch_add(n, Relaxed);
-        (start < self.plan.events).then(|| start..(start + n).min(self.plan.events))
+        if start >= self.plan.events {
+            return None;
+        }
+        if let Some((t0, interval)) = self.pace {
+            let due = t0 + interval.mul_f64(start as f64);
+            tokio::time::sleep_until(due).await;
+        }
+        Some(start..(start + n).min(self.plan.events))
     }
 
     fn published(&self, seq: u64, response: &PublishResponse) {
@@ -141,7 +154,7 @@ impl Caller {
 
     async fn unary(mut self) -> (Vec<u32>, u64) {
         let mut latencies = Vec::new();
-        while let Some(range) = self.take(1) {
+        while let Some(range) = self.take(1).await {
             let seq = range.start;
             let request = authed(&self.key, self.request(seq));
             let t0 = self.now();
@@ -159,7 +172,7 @@ impl Caller {
 
     async fn batch(mut self, size: usize) -> (Vec<u32>, u64) {
         let mut latencies = Vec::new();
-        while let Some(range) = self.take(size as u64) {
+        while let Some(range) = self.take(size as u64).await {
             let events: Vec<_> = range.clone().map(|seq| self.request(seq)).collect();
             let request = authed(&self.key, PublishBatchRequest { events });
             let t0 = self.now();
@@ -206,7 +219,7 @@ impl Caller {
         let sender = {
             let (this, room) = (this.clone(), room.clone());
             tokio::spawn(async move {
-                while let Some(range) = this.take(1) {
+                while let Some(range) = this.take(1).await {
                     let seq = range.start;
                     let Ok(permit) = room.acquire().await else {
                         break;
@@ -289,6 +302,12 @@ pub async fn publish(
     }
     let started = Instant::now();
     let started_at = epoch.elapsed().as_micros() as u64;
+    let pace = load.rate.map(|r| {
+        (
+            tokio::time::Instant::now(),
+            Duration::from_secs_f64(1.0 / r),
+        )
+    });
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|client| {
@@ -303,6 +322,7 @@ pub async fn publish(
                 ok: ok.clone(),
                 progress: progress.clone(),
                 epoch,
+                pace,
             };
             let load = load.clone();
             tokio::spawn(async move {

@@ -47,6 +47,9 @@ pub struct Params {
     pub batch_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_window: Option<usize>,
+    /// `--rate`: events per second the publishers were paced at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
     pub endpoints: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tails: Option<usize>,
@@ -192,7 +195,10 @@ impl Report {
             p.concurrency,
             p.batch_size
                 .map(|b| format!(" (batch {b})"))
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                + &p.rate
+                    .map(|r| format!(" at {r} events/s"))
+                    .unwrap_or_default(),
             p.endpoints,
             self.backend.herald,
             self.backend.database,

@@ -285,6 +285,7 @@ async fn measure(
         callers: args.concurrency.max(1),
         batch: args.batch_size as usize,
         window: args.window.max(1),
+        rate: args.rate,
     };
     let outcome = publisher::publish(
         &target.uri,
@@ -612,6 +613,7 @@ async fn measure(
             concurrency: load.callers,
             batch_size: (args.mode == Mode::Batch).then_some(load.batch),
             stream_window: (args.mode == Mode::Stream).then_some(load.window),
+            rate: load.rate,
             endpoints: plan.endpoints.len(),
             tails: (plan.scenario == Scenario::Tails).then_some(args.tails),
             payload_bytes: payloads.payload(0).len(),

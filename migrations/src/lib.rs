@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_init;
 mod m20261127_000002_leaner_indexes;
+mod m20261128_000003_endpoints_version;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261127_000001_init::Migration),
             Box::new(m20261127_000002_leaner_indexes::Migration),
+            Box::new(m20261128_000003_endpoints_version::Migration),
         ]
     }
 }

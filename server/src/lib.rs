@@ -17,6 +17,7 @@ pub mod json;
 pub mod lease;
 pub mod publish;
 pub mod queue;
+pub mod relay;
 pub mod roles;
 pub mod server;
 pub mod state;
@@ -24,11 +25,14 @@ pub mod store;
 pub mod tail;
 pub mod time;
 pub mod webhook;
+pub mod wire;
 
 /// Generated protobuf types and tonic stubs for `herald.v1`.
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("herald.v1");
+
+    pub use crate::wire::{SubscribeResponse, subscribe_response};
 
     /// The encoded descriptors of `proto/`, custom options included.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");

@@ -2,7 +2,7 @@
 //! scaled separately (`herald serve --api`, `herald serve --worker`, `roles` in the
 //! configuration).
 //!
-//! - `api`: the gRPC API and the publish path (writer, live bus, tails). The reconciler
+//! - `api`: the gRPC API and the publish path (writer, live bus and relay, tails). The reconciler
 //!   runs too, but only to re-enqueue everything after a queue loss this process noticed.
 //! - `worker`: the delivery worker (with its recorder and retry promotion), the reconciler
 //!   and retention pruning. A worker-only process still answers gRPC health on its listen

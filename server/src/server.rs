@@ -27,6 +27,7 @@ use crate::{
     },
     publish::Writer,
     queue::{Queue, memory::MemoryQueue, redis::RedisQueue},
+    relay,
     state::AppState,
     store::Store,
 };
@@ -209,7 +210,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut router = tonic::transport::Server::builder().add_service(health_service);
     let mut state = None;
     if roles.api {
-        let bus = Arc::new(Bus::new(config.tail_buffer));
+        // Replicas share Redis: each one's tails must see every replica's commits.
+        let bus = match &config.redis_url {
+            Some(url) => relay::spawn(
+                store.clone(),
+                url.expose(),
+                &config.redis_prefix,
+                config.tail_buffer,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the relay: {e}"))?,
+            None => Arc::new(Bus::new(config.tail_buffer)),
+        };
         let window = i64::try_from(config.idempotency_window_secs)
             .unwrap_or(i64::MAX / 1_000_000)
             .saturating_mul(1_000_000);

@@ -4,7 +4,9 @@
 //! during catch-up is either in a storage page or on the bus (or both: the bus copy is
 //! skipped by sequence number). A tail that lags behind the bus, because its client
 //! reads slowly, goes back to storage from its last position; publishers never wait
-//! for it and it never skips an event.
+//! for it and it never skips an event. This needs only that the bus carries committed
+//! events in sequence order, which holds too when the relay feeds it with every
+//! replica's commits (`relay.rs`).
 
 use std::{sync::Arc, time::Duration};
 
@@ -111,7 +113,7 @@ impl Tail {
                 let full = page.len() as u64 == CATCH_UP_PAGE;
                 for event in &page {
                     last = event.seq;
-                    if !send(&tx, &self.shutdown, Kind::Event(convert::event(event))).await {
+                    if !send(&tx, &self.shutdown, event_message(event)).await {
                         return Ok(());
                     }
                 }
@@ -137,7 +139,7 @@ impl Tail {
                         let beat = Kind::Heartbeat(proto::Heartbeat {
                             time: Some(time::to_timestamp(time::now_micros())),
                         });
-                        if !send(&tx, &self.shutdown, beat).await {
+                        if !send(&tx, &self.shutdown, SubscribeResponse::new(beat)).await {
                             return Ok(());
                         }
                     }
@@ -152,7 +154,8 @@ impl Tail {
                             if !self.wants(&event) {
                                 continue;
                             }
-                            if !send(&tx, &self.shutdown, Kind::Event(event.message.clone())).await {
+                            let message = SubscribeResponse::encoded_event(event.encoded.clone());
+                            if !send(&tx, &self.shutdown, message).await {
                                 return Ok(());
                             }
                             heartbeat.reset();
@@ -176,11 +179,14 @@ impl Tail {
     }
 }
 
+fn event_message(event: &crate::store::entities::event::Model) -> SubscribeResponse {
+    SubscribeResponse::new(Kind::Event(convert::event(event)))
+}
+
 /// Sends one message; false when the tail should end (client gone or shutdown).
-async fn send(tx: &Sink, shutdown: &CancellationToken, kind: Kind) -> bool {
-    let message = Ok(SubscribeResponse { kind: Some(kind) });
+async fn send(tx: &Sink, shutdown: &CancellationToken, message: SubscribeResponse) -> bool {
     tokio::select! {
-        sent = tx.send(message) => sent.is_ok(),
+        sent = tx.send(Ok(message)) => sent.is_ok(),
         _ = shutdown.cancelled() => false,
     }
 }

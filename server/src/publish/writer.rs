@@ -3,8 +3,9 @@
 //! Concurrent publishes queue here and are committed together, one transaction for
 //! whatever arrived while the previous one was committing, so a busy server pays one
 //! commit (one fsync) per batch rather than per event. After each commit the new
-//! events go to the live bus in sequence order, which is what lets tails switch from
-//! storage to live without a gap.
+//! events go to the live bus in sequence order (through the relay when replicas share
+//! storage, see `relay.rs`), which is what lets tails switch from storage to live
+//! without a gap.
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use crate::{
     store::{
         Store,
         events::{Committed, NewEvent},
+        subscribers::Subscribers,
     },
 };
 
@@ -45,7 +47,12 @@ impl Writer {
         idempotency_window_micros: i64,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let sink = Sink { store, bus, queue };
+        let sink = Sink {
+            store,
+            bus,
+            queue,
+            subscribers: Subscribers::default(),
+        };
         tokio::spawn(run(sink, idempotency_window_micros, rx));
         Writer { tx }
     }
@@ -80,11 +87,16 @@ struct Sink {
     store: Store,
     bus: Arc<Bus>,
     queue: Arc<dyn Queue>,
+    /// The endpoints publishes are matched against (PostgreSQL; see `store::subscribers`).
+    subscribers: Subscribers,
 }
 
 impl Sink {
-    async fn commit(&self, events: Vec<NewEvent>, window: i64) -> Result<Vec<Committed>> {
-        let committed = self.store.commit_events(events, window).await?;
+    async fn commit(&mut self, events: Vec<NewEvent>, window: i64) -> Result<Vec<Committed>> {
+        let committed = self
+            .store
+            .commit_events(events, window, &mut self.subscribers)
+            .await?;
         self.bus.publish_committed(&committed);
         Ok(committed)
     }
@@ -102,7 +114,7 @@ impl Sink {
     }
 }
 
-async fn run(sink: Sink, window: i64, mut rx: mpsc::Receiver<Job>) {
+async fn run(mut sink: Sink, window: i64, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.recv().await {
         let mut size = first.events.len();
         let mut jobs = vec![first];
@@ -115,7 +127,7 @@ async fn run(sink: Sink, window: i64, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_jobs(&sink, window, jobs).await;
+        commit_jobs(&mut sink, window, jobs).await;
     }
 }
 
@@ -127,7 +139,7 @@ fn take_items(committed: &mut [Committed]) -> Vec<QueueItem> {
         .collect()
 }
 
-async fn commit_jobs(sink: &Sink, window: i64, jobs: Vec<Job>) {
+async fn commit_jobs(sink: &mut Sink, window: i64, jobs: Vec<Job>) {
     let all: Vec<NewEvent> = jobs.iter().flat_map(|j| j.events.iter().cloned()).collect();
     match sink.commit(all, window).await {
         Ok(mut committed) => {

@@ -17,6 +17,7 @@ use super::{
     entities::{delivery, endpoint, event, sequence},
     page::Page,
     pg,
+    subscribers::Subscribers,
 };
 use crate::{
     error::{Error, Result},
@@ -79,11 +80,23 @@ const EVENTS_COUNTER: &str = "events";
 
 impl Store {
     /// Stores `events` and their deliveries in one transaction; all or nothing.
+    ///
+    /// `subscribers` is the caller's copy of the endpoints (the writer's): on PostgreSQL
+    /// a batch without idempotency keys is stored in one statement matched against it
+    /// (`events_pg.rs`); otherwise in a transaction that reads the endpoints itself.
     pub async fn commit_events(
         &self,
         events: Vec<NewEvent>,
         idempotency_window_micros: i64,
+        subscribers: &mut Subscribers,
     ) -> Result<Vec<Committed>> {
+        if pg::is_postgres(&self.db)
+            && events.iter().all(|e| e.idempotency_key.is_none())
+            && let Some(committed) =
+                super::events_pg::commit(&self.db, subscribers, &events, now_micros()).await?
+        {
+            return Ok(committed);
+        }
         let txn = self.db.begin().await?;
         let committed = commit_in(&txn, events, idempotency_window_micros).await?;
         txn.commit().await?;
@@ -133,6 +146,17 @@ impl Store {
     ) -> Result<Vec<event::Model>> {
         Ok(query
             .apply(event::Entity::find())
+            .filter(event::Column::Seq.gt(seq))
+            .order_by_asc(event::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Up to `limit` events of every tenant after `seq`, oldest first: what the relay
+    /// reads to feed the bus with other replicas' commits (see `relay.rs`).
+    pub async fn events_since(&self, seq: i64, limit: u64) -> Result<Vec<event::Model>> {
+        Ok(event::Entity::find()
             .filter(event::Column::Seq.gt(seq))
             .order_by_asc(event::Column::Seq)
             .limit(limit)

@@ -7,9 +7,11 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
 pub mod events;
+mod events_pg;
 pub mod keys;
 pub mod page;
 pub mod pg;
+pub mod subscribers;
 pub mod tenants;
 
 use std::time::Duration;

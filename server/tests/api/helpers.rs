@@ -217,6 +217,24 @@ impl TestApp {
         self.running = Some(running);
     }
 
+    /// Another replica of this app: a second server on the same database and Redis
+    /// prefix (its own port). The database and keys stay this app's to clean up.
+    pub async fn replica(&self) -> TestApp {
+        let running = server::start(self.config.clone())
+            .await
+            .expect("replica starts");
+        TestApp {
+            addr: running.addr,
+            admin_key: self.admin_key.clone(),
+            backend: self.backend,
+            config: self.config.clone(),
+            redis_prefix: None,
+            running: Some(running),
+            _dir: tempfile::tempdir().expect("temp dir"),
+            pg_database: None,
+        }
+    }
+
     /// Deletes every Redis key of this app's queue: Redis "losing its data".
     pub async fn flush_redis(&self) {
         let prefix = self.redis_prefix.as_ref().expect("a Redis-backed app");

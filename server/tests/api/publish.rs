@@ -7,10 +7,12 @@
 use std::{collections::HashSet, path::Path, time::Duration};
 
 use herald::proto::{
-    CreateEndpointRequest, Event, EventType, GetEventRequest, ListEventTypesRequest,
-    ListEventsRequest, PayloadShape, PublishBatchRequest, PublishRequest, PublishResponse,
-    PublishStreamRequest, event_service_client::EventServiceClient, publish_stream_response,
+    CreateEndpointRequest, DeleteEndpointRequest, Event, EventType, FilterList, GetEventRequest,
+    ListEventTypesRequest, ListEventsRequest, PayloadShape, PublishBatchRequest, PublishRequest,
+    PublishResponse, PublishStreamRequest, UpdateEndpointRequest,
+    event_service_client::EventServiceClient, publish_stream_response,
 };
+use herald::store::{Store, endpoints::EndpointFields};
 use prost_types::{ListValue, Struct, Value, value::Kind};
 use serde_json::{Value as Json, json};
 use tonic::{Code, Status, transport::Channel};
@@ -861,6 +863,133 @@ async fn deliveries_count_matching_endpoints(backend: Backend) {
     assert_eq!(counts, vec![2, 0, 1]);
 }
 
+/// Every endpoint change counts from the next publish on, whoever made it: this server
+/// (on PostgreSQL the writer matches against its copy of the endpoints, which such a
+/// change makes stale) or another process writing to the same database (another replica).
+async fn endpoint_changes_apply_to_the_next_publish(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let acme = app.tenant("acme").await;
+    let mut events = app.events().await;
+    let mut endpoints = app.endpoints().await;
+    let lic = || publish_request("license.created", "lic-1");
+    let count = |r: PublishResponse| r.deliveries;
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 0);
+
+    create_endpoint(&app, &acme.manager, &["license.*"], "", false).await;
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 1);
+    let created = |r: tonic::Response<herald::proto::CreateEndpointResponse>| {
+        r.into_inner().endpoint.expect("the endpoint").id
+    };
+    let all = created(
+        endpoints
+            .create_endpoint(authed(
+                &acme.manager,
+                CreateEndpointRequest {
+                    url: "http://127.0.0.1:9/all".into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .expect("create"),
+    );
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 2);
+
+    let update = |request: UpdateEndpointRequest| authed(&acme.manager, request);
+    endpoints
+        .update_endpoint(update(UpdateEndpointRequest {
+            id: all.clone(),
+            filters: Some(FilterList {
+                filters: vec!["machine.*".into()],
+            }),
+            ..Default::default()
+        }))
+        .await
+        .expect("new filters");
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 1);
+    let machine = publish_request("machine.created", "m-1");
+    assert_eq!(
+        count(publish(&mut events, &acme.publisher, machine).await),
+        1
+    );
+
+    endpoints
+        .update_endpoint(update(UpdateEndpointRequest {
+            id: all.clone(),
+            environment: Some("sandbox".into()),
+            filters: Some(FilterList::default()),
+            ..Default::default()
+        }))
+        .await
+        .expect("move to sandbox");
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 1);
+    let sandbox = with_env(lic(), "sandbox");
+    assert_eq!(
+        count(publish(&mut events, &acme.publisher, sandbox).await),
+        1
+    );
+
+    endpoints
+        .update_endpoint(update(UpdateEndpointRequest {
+            id: all.clone(),
+            environment: Some(String::new()),
+            enabled: Some(false),
+            ..Default::default()
+        }))
+        .await
+        .expect("disable");
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 1);
+    endpoints
+        .update_endpoint(update(UpdateEndpointRequest {
+            id: all.clone(),
+            enabled: Some(true),
+            ..Default::default()
+        }))
+        .await
+        .expect("enable");
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 2);
+    endpoints
+        .delete_endpoint(authed(
+            &acme.manager,
+            DeleteEndpointRequest {
+                id: all,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("delete");
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 1);
+
+    // Another process (a replica) adds one straight into the database.
+    let other = Store::connect(app.config.database_url.expose())
+        .await
+        .expect("a second connection to the test database");
+    let (added, _) = other
+        .create_endpoint(
+            &acme.tenant_id,
+            EndpointFields {
+                url: "http://127.0.0.1:9/other".into(),
+                filters: vec!["license.created".into()],
+                enabled: true,
+                disabled_reason: String::new(),
+                description: String::new(),
+                metadata: Default::default(),
+                environment: String::new(),
+                format: "keygen".into(),
+                schemes: vec!["keygen".into()],
+                keygen_algorithm: "ed25519".into(),
+                retry_schedule: Vec::new(),
+            },
+        )
+        .await
+        .expect("create through the store");
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 2);
+    other
+        .delete_endpoint(&acme.tenant_id, &added.id)
+        .await
+        .expect("delete through the store");
+    assert_eq!(count(publish(&mut events, &acme.publisher, lic()).await), 1);
+}
+
 // ---------------------------------------------------------------------------------
 // 6. PublishBatch
 // ---------------------------------------------------------------------------------
@@ -1478,6 +1607,7 @@ both_backends!(
     idempotency_key_returns_the_original,
     idempotency_window_expires,
     deliveries_count_matching_endpoints,
+    endpoint_changes_apply_to_the_next_publish,
     batch_stores_every_item_in_order,
     batch_is_all_or_nothing,
     batch_size_limits,

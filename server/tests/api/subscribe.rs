@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// A few event types of different families, to mix in streams.
-const TYPES: [&str; 5] = [
+pub(crate) const TYPES: [&str; 5] = [
     "license.created",
     "machine.created",
     "user.created",
@@ -30,14 +30,14 @@ const TYPES: [&str; 5] = [
 /// How long a tail may stay silent (heartbeats aside) for "nothing more arrives".
 const QUIET: Duration = Duration::from_millis(400);
 
-fn starting(start: Start) -> SubscribeRequest {
+pub(crate) fn starting(start: Start) -> SubscribeRequest {
     SubscribeRequest {
         start: Some(start),
         ..Default::default()
     }
 }
 
-async fn open_tail(
+pub(crate) async fn open_tail(
     app: &TestApp,
     key: &str,
     req: SubscribeRequest,
@@ -59,15 +59,20 @@ async fn subscribe_error(app: &TestApp, key: &str, req: SubscribeRequest) -> ton
 
 /// The next event, skipping heartbeats; `None` when none arrives by `deadline`.
 /// Panics when the stream ends or fails.
-async fn event_by(tail: &mut Streaming<SubscribeResponse>, deadline: Instant) -> Option<Event> {
+pub(crate) async fn event_by(
+    tail: &mut Streaming<SubscribeResponse>,
+    deadline: Instant,
+) -> Option<Event> {
     loop {
         match timeout_at(deadline, tail.message()).await {
             Err(_) => return None,
             Ok(Ok(Some(SubscribeResponse {
                 kind: Some(Kind::Event(event)),
+                ..
             }))) => return Some(event),
             Ok(Ok(Some(SubscribeResponse {
                 kind: Some(Kind::Heartbeat(_)),
+                ..
             }))) => continue,
             Ok(Ok(Some(other))) => panic!("unexpected tail message {other:?}"),
             Ok(Ok(None)) => panic!("the tail ended"),
@@ -77,7 +82,11 @@ async fn event_by(tail: &mut Streaming<SubscribeResponse>, deadline: Instant) ->
 }
 
 /// Exactly the next `n` events (heartbeats skipped), failing after `within`.
-async fn take(tail: &mut Streaming<SubscribeResponse>, n: usize, within: Duration) -> Vec<Event> {
+pub(crate) async fn take(
+    tail: &mut Streaming<SubscribeResponse>,
+    n: usize,
+    within: Duration,
+) -> Vec<Event> {
     let deadline = Instant::now() + within;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -90,7 +99,7 @@ async fn take(tail: &mut Streaming<SubscribeResponse>, n: usize, within: Duratio
 }
 
 /// Nothing but heartbeats arrives for `QUIET`.
-async fn assert_no_more(tail: &mut Streaming<SubscribeResponse>) {
+pub(crate) async fn assert_no_more(tail: &mut Streaming<SubscribeResponse>) {
     if let Some(event) = event_by(tail, Instant::now() + QUIET).await {
         panic!(
             "unexpected extra event {} ({}, tenant {}, environment '{}')",
@@ -99,7 +108,7 @@ async fn assert_no_more(tail: &mut Streaming<SubscribeResponse>) {
     }
 }
 
-fn ids(events: &[Event]) -> Vec<String> {
+pub(crate) fn ids(events: &[Event]) -> Vec<String> {
     events.iter().map(|e| e.id.clone()).collect()
 }
 
@@ -111,7 +120,11 @@ fn request(event_type: &str, id: &str, environment: &str) -> PublishRequest {
 }
 
 /// Publishes `items` in one atomic batch; the stored events, in commit order.
-async fn publish_batch(app: &TestApp, key: &str, items: Vec<PublishRequest>) -> Vec<Event> {
+pub(crate) async fn publish_batch(
+    app: &TestApp,
+    key: &str,
+    items: Vec<PublishRequest>,
+) -> Vec<Event> {
     app.events()
         .await
         .publish_batch(authed(key, PublishBatchRequest { events: items }))
@@ -125,7 +138,7 @@ async fn publish_batch(app: &TestApp, key: &str, items: Vec<PublishRequest>) -> 
 }
 
 /// `n` events of mixed types in one batch, resource ids `{tag}-{i}`.
-async fn publish_n(app: &TestApp, key: &str, tag: &str, n: usize) -> Vec<Event> {
+pub(crate) async fn publish_n(app: &TestApp, key: &str, tag: &str, n: usize) -> Vec<Event> {
     let items = (0..n)
         .map(|i| publish_request(TYPES[i % TYPES.len()], &format!("{tag}-{i}")))
         .collect();
@@ -133,7 +146,7 @@ async fn publish_n(app: &TestApp, key: &str, tag: &str, n: usize) -> Vec<Event> 
 }
 
 /// Publishes `n` events one `Publish` call at a time on `client`; their ids in order.
-async fn publish_one_by_one(
+pub(crate) async fn publish_one_by_one(
     mut client: EventServiceClient<Channel>,
     key: String,
     tag: String,
@@ -164,7 +177,7 @@ async fn publish_one_by_one(
 }
 
 /// Every event of the key's tenant, newest first (ListEvents order).
-async fn list_all(app: &TestApp, key: &str) -> Vec<Event> {
+pub(crate) async fn list_all(app: &TestApp, key: &str) -> Vec<Event> {
     let mut client = app.events().await;
     let mut out = Vec::new();
     let mut page_token = String::new();
@@ -649,6 +662,7 @@ async fn graceful_shutdown_ends_tails(backend: Backend) {
             {
                 Ok(Some(SubscribeResponse {
                     kind: Some(Kind::Heartbeat(_)),
+                    ..
                 })) => continue,
                 Ok(Some(other)) => panic!("unexpected message after shutdown: {other:?}"),
                 Ok(None) | Err(_) => break,

@@ -1,0 +1,206 @@
+//! A publish batch as one statement on PostgreSQL: the counter bump, the events and their
+//! deliveries in one round trip and one (implicit) transaction, instead of a transaction
+//! of five round trips holding the counter row throughout.
+//!
+//! The deliveries are matched in memory against the writer's copy of the endpoints
+//! ([`Subscribers`]), and the statement checks that the copy is current: it bumps the
+//! counter (and so stores anything) only if `sequences.endpoints` still has the copy's
+//! version. Otherwise it stores nothing and returns the new version; the copy is reloaded
+//! and the batch built again. Events with an idempotency key keep the transaction path,
+//! which must look for their originals under the counter's lock.
+//!
+//! Ordering is as on the transaction path: the counter row's lock is held from the bump to
+//! the commit, so sequence numbers are handed out in commit order.
+
+use sea_orm::{ConnectionTrait, FromQueryResult};
+
+use super::{
+    entities::event,
+    events::{Committed, NewEvent, idempotency_token},
+    pg,
+    subscribers::Subscribers,
+};
+use crate::{
+    delivery::status,
+    error::Result,
+    ids::{self, Kind},
+    queue::QueueItem,
+};
+
+/// Builds and runs the batch; `None` when the endpoint set changed under it twice in a
+/// row (the caller then takes the transaction path).
+pub(super) async fn commit<C: ConnectionTrait>(
+    conn: &C,
+    subscribers: &mut Subscribers,
+    events: &[NewEvent],
+    now: i64,
+) -> Result<Option<Vec<Committed>>> {
+    let mut tenants: Vec<&str> = events.iter().map(|e| e.tenant_id.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    for _ in 0..2 {
+        subscribers.load(conn, &tenants).await?;
+        let Some(version) = subscribers.version() else {
+            return Ok(None);
+        };
+        let batch = Batch::build(subscribers, events, now);
+        let result = Outcome::find_by_statement(batch.statement(version))
+            .one(conn)
+            .await;
+        let outcome = match result {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => return Ok(None),
+            Err(err) => {
+                // Say an endpoint was deleted meanwhile (a foreign key): start afresh.
+                subscribers.forget();
+                return Err(err.into());
+            }
+        };
+        match outcome.base {
+            Some(base) => return Ok(Some(batch.committed(base))),
+            None => subscribers.reset(outcome.version),
+        }
+    }
+    Ok(None)
+}
+
+#[derive(FromQueryResult)]
+struct Outcome {
+    /// The sequence number before the batch's first; `None`: nothing stored.
+    base: Option<i64>,
+    /// `sequences.endpoints` as the statement saw it.
+    version: i64,
+}
+
+/// One delivery row to insert.
+struct NewDelivery {
+    id: String,
+    event: usize,
+    endpoint_id: String,
+}
+
+/// The rows of a batch, before the database gave them sequence numbers.
+struct Batch {
+    events: Vec<event::Model>,
+    deliveries: Vec<NewDelivery>,
+    now: i64,
+}
+
+impl Batch {
+    fn build(subscribers: &Subscribers, events: &[NewEvent], now: i64) -> Batch {
+        let mut rows = Vec::with_capacity(events.len());
+        let mut deliveries = Vec::new();
+        for (i, new) in events.iter().enumerate() {
+            for sub in subscribers.of(&new.tenant_id).iter() {
+                if sub.wants(&new.environment, &new.event_type) {
+                    deliveries.push(NewDelivery {
+                        id: ids::new(Kind::Delivery),
+                        event: i,
+                        endpoint_id: sub.id.clone(),
+                    });
+                }
+            }
+            rows.push(event::Model {
+                seq: 0,
+                id: new.id.clone(),
+                tenant_id: new.tenant_id.clone(),
+                event_type: new.event_type.clone(),
+                environment: new.environment.clone(),
+                occurred_at: new.occurred_at.unwrap_or(now),
+                received_at: now,
+                payload: new.payload.clone(),
+                idempotency_key: None,
+            });
+        }
+        Batch {
+            events: rows,
+            deliveries,
+            now,
+        }
+    }
+
+    fn statement(&self, version: i64) -> sea_orm::Statement {
+        // `c` is empty when the version moved on: then nothing below inserts anything.
+        // Data-modifying CTEs run to completion whether or not they are read, and the
+        // deliveries' foreign keys are checked at the end of the statement.
+        const SQL: &str = "WITH v AS (
+                SELECT value FROM sequences WHERE name = 'endpoints'
+            ),
+            c AS (
+                UPDATE sequences SET value = value + $1
+                WHERE name = 'events' AND (SELECT value FROM v) = $2
+                RETURNING value - $1 AS base
+            ),
+            new_events AS (
+                INSERT INTO events (seq, id, tenant_id, event_type, environment, occurred_at,
+                                    received_at, payload)
+                SELECT c.base + e.ord, e.id, e.tenant_id, e.event_type, e.environment,
+                       e.occurred_at, $3, e.payload
+                FROM c, UNNEST($4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[],
+                               $9::text[])
+                        WITH ORDINALITY AS e(id, tenant_id, event_type, environment,
+                                             occurred_at, payload, ord)
+            ),
+            new_deliveries AS (
+                INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
+                                        idempotency_token, status, attempts, next_attempt_at,
+                                        created_at, updated_at)
+                SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id, d.event_type,
+                       d.idempotency_token, $16, 0, $3, $3, $3
+                FROM c, UNNEST($10::text[], $11::text[], $12::text[], $13::text[],
+                               $14::text[], $15::text[])
+                        AS d(id, tenant_id, event_id, endpoint_id, event_type,
+                             idempotency_token)
+            )
+            SELECT (SELECT base FROM c) AS base, (SELECT value FROM v) AS version";
+        let e = &self.events;
+        let d = &self.deliveries;
+        let values = vec![
+            (e.len() as i64).into(),
+            version.into(),
+            self.now.into(),
+            pg::texts(e.iter().map(|e| e.id.clone())),
+            pg::texts(e.iter().map(|e| e.tenant_id.clone())),
+            pg::texts(e.iter().map(|e| e.event_type.clone())),
+            pg::texts(e.iter().map(|e| e.environment.clone())),
+            pg::bigints(e.iter().map(|e| e.occurred_at)),
+            pg::texts(e.iter().map(|e| e.payload.clone())),
+            pg::texts(d.iter().map(|d| d.id.clone())),
+            pg::texts(d.iter().map(|d| e[d.event].tenant_id.clone())),
+            pg::texts(d.iter().map(|d| e[d.event].id.clone())),
+            pg::texts(d.iter().map(|d| d.endpoint_id.clone())),
+            pg::texts(d.iter().map(|d| e[d.event].event_type.clone())),
+            pg::texts(
+                d.iter()
+                    .map(|d| idempotency_token(&e[d.event].id, &d.endpoint_id)),
+            ),
+            status::DELIVERING.into(),
+        ];
+        pg::stmt(SQL, values)
+    }
+
+    /// What became of each event, now that the first has sequence number `base + 1`.
+    fn committed(self, base: i64) -> Vec<Committed> {
+        let mut items: Vec<Vec<QueueItem>> = vec![Vec::new(); self.events.len()];
+        for d in self.deliveries {
+            items[d.event].push(QueueItem {
+                delivery_id: d.id,
+                endpoint_id: d.endpoint_id,
+            });
+        }
+        self.events
+            .into_iter()
+            .zip(items)
+            .enumerate()
+            .map(|(i, (mut event, new_deliveries))| {
+                event.seq = base + 1 + i as i64;
+                Committed {
+                    event,
+                    duplicate: false,
+                    deliveries: new_deliveries.len() as u32,
+                    new_deliveries,
+                }
+            })
+            .collect()
+    }
+}
