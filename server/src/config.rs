@@ -11,6 +11,8 @@ use figment::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::roles::Roles;
+
 /// A value that must never reach a log: `Debug` and `Serialize` print `"<redacted>"`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -151,6 +153,12 @@ pub struct Config {
     /// Seconds a due delivery may be overdue before the reconciler assumes the queue lost
     /// it and enqueues it again.
     pub requeue_after_secs: u64,
+    /// What this process runs: the API, the delivery worker, or both (`--api`/`--worker`).
+    pub roles: Roles,
+    /// Seconds a delivery a worker took stays its own (queue lease and database claim):
+    /// a crashed replica's deliveries are retried by the others this much later. Unset:
+    /// `webhook_timeout_secs` + 15.
+    pub delivery_lease_secs: Option<u64>,
 }
 
 impl Default for Config {
@@ -182,6 +190,8 @@ impl Default for Config {
             auto_disable_after_secs: 5 * 24 * 3600,
             retention_days: 30,
             requeue_after_secs: 120,
+            roles: Roles::ALL,
+            delivery_lease_secs: None,
         }
     }
 }
@@ -322,7 +332,31 @@ impl Config {
         if self.tail_buffer < 16 {
             anyhow::bail!("invalid configuration: tail_buffer must be at least 16");
         }
+        if let Some(lease) = self.delivery_lease_secs
+            && (lease <= self.webhook_timeout_secs || lease > 3600)
+        {
+            anyhow::bail!(
+                "invalid configuration: delivery_lease_secs must be more than webhook_timeout_secs (an attempt must be sent and recorded within it) and at most 3600"
+            );
+        }
+        self.check_roles()?;
         Ok(())
+    }
+
+    /// The roles against the queue (also checked by `server::start`, which tests call
+    /// with a hand-built configuration).
+    pub fn check_roles(&self) -> anyhow::Result<()> {
+        self.roles
+            .check(self.redis_url.is_some())
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+
+    /// This configuration with the roles of the command line (`--api`, `--worker`), which
+    /// win over the file and the environment; validated again.
+    pub fn with_roles(mut self, roles: Roles) -> anyhow::Result<Config> {
+        self.roles = roles;
+        self.validate()?;
+        Ok(self)
     }
 
     /// The configuration as JSON with secrets redacted, for the start-up log.
@@ -417,5 +451,50 @@ mod tests {
         std::fs::write(&path, "max_payload_bytes = \"lots\"\n").unwrap();
         let err = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(err.contains("max_payload_bytes"), "{err}");
+    }
+
+    fn env(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        Config::load_from(
+            None,
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn roles_come_from_the_environment_and_are_checked() {
+        let redis = ("HERALD_REDIS_URL", "redis://127.0.0.1:6379");
+        assert_eq!(env(&[]).unwrap().roles, Roles::ALL);
+        let worker = env(&[redis, ("HERALD_ROLES", "worker")]).unwrap().roles;
+        assert!(worker.worker && !worker.api);
+        let both = env(&[redis, ("HERALD_ROLES", "[api, worker]")]).unwrap();
+        assert_eq!(both.roles, Roles::ALL);
+        assert!(both.redacted().contains(r#""roles":"api,worker""#));
+
+        let err = env(&[("HERALD_ROLES", "api")]).unwrap_err().to_string();
+        assert!(err.contains("roles") && err.contains("redis_url"), "{err}");
+        let err = env(&[redis, ("HERALD_ROLES", "[]")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("roles"), "{err}");
+        let err = env(&[redis, ("HERALD_ROLES", "apis")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("roles") && err.contains("apis"), "{err}");
+
+        let split = Roles {
+            api: true,
+            worker: false,
+        };
+        assert!(env(&[]).unwrap().with_roles(split).is_err());
+        assert!(env(&[redis]).unwrap().with_roles(split).is_ok());
+    }
+
+    #[test]
+    fn delivery_lease_must_outlast_an_attempt() {
+        let lease = |v| env(&[("HERALD_DELIVERY_LEASE_SECS", v)]);
+        assert_eq!(lease("20").unwrap().delivery_lease_secs, Some(20));
+        // The default webhook_timeout_secs is 15.
+        let err = lease("15").unwrap_err().to_string();
+        assert!(err.contains("delivery_lease_secs"), "{err}");
     }
 }

@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use herald::{config::Config, server, store::Store};
+use clap::{Args, Parser, Subcommand};
+use herald::{config::Config, roles::Roles, server, store::Store};
 
 #[derive(Parser)]
 #[command(
@@ -22,11 +22,24 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default).
-    Serve,
+    Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the version and exit.
     Version,
+}
+
+/// Roles on the command line win over `roles` in the file or `HERALD_ROLES`; neither flag
+/// keeps the configured roles (both by default).
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// Serve the gRPC API and publishes (only this, unless --worker is given too).
+    #[arg(long)]
+    api: bool,
+    /// Run the delivery worker, the reconciler and retention (only this, unless --api is
+    /// given too); health is still served on listen_addr.
+    #[arg(long)]
+    worker: bool,
 }
 
 // glibc's malloc showed up at ~15% of the server's CPU under load (arena lock
@@ -37,12 +50,23 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli.command.unwrap_or(Command::Serve(ServeArgs::default()));
     if let Command::Version = command {
         println!("herald {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
-    let config = match Config::load(cli.config.as_deref()) {
+    let roles = match &command {
+        Command::Serve(args) if args.api || args.worker => Some(Roles {
+            api: args.api,
+            worker: args.worker,
+        }),
+        _ => None,
+    };
+    let loaded = Config::load(cli.config.as_deref()).and_then(|config| match roles {
+        Some(roles) => config.with_roles(roles),
+        None => Ok(config),
+    });
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("herald: {e}");
@@ -58,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             store.migrate().await?;
             tracing::info!("migrations applied");
         }
-        Command::Serve => serve(config).await?,
+        Command::Serve(_) => serve(config).await?,
         Command::Version => unreachable!("handled above"),
     }
     Ok(())

@@ -19,6 +19,7 @@ use crate::{
         worker::{Worker, WorkerConfig},
     },
     egress::{client::Sender, ssrf},
+    lease::BackgroundLease,
     proto::{
         self, admin_service_server::AdminServiceServer,
         delivery_service_server::DeliveryServiceServer,
@@ -34,11 +35,14 @@ use crate::{
 /// Largest gRPC message accepted: a full `PublishBatch` of typical payloads fits.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const HEALTH_PROBE_EVERY: Duration = Duration::from_secs(5);
-const SERVICE_NAMES: [&str; 4] = [
+/// The services health reports on: the API's, then the server as a whole (`""`), the
+/// only one a worker-only process reports.
+const HEALTH_NAMES: [&str; 5] = [
     "herald.v1.EventService",
     "herald.v1.EndpointService",
     "herald.v1.DeliveryService",
     "herald.v1.AdminService",
+    "",
 ];
 /// Health name of webhook delivery: `NOT_SERVING` while the database or the delivery
 /// queue (Redis) is unreachable. The API's names follow the database only: publishes and
@@ -81,16 +85,27 @@ impl Running {
     }
 }
 
-/// Connects to storage, migrates, bootstraps the admin key and starts serving.
+/// Connects to storage, migrates, bootstraps the admin key and starts serving: the API,
+/// the delivery worker and its background tasks, or one of the two (`config.roles`).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics_handle = crate::metrics::install();
+    config.check_roles()?;
+    let roles = config.roles;
+    // Names this process in the queue's consumer group, the background lease and the logs.
+    let replica = format!("{}-{}", std::process::id(), ulid::Ulid::new());
     let store = Store::connect(config.database_url.expose())
         .await
         .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
     if config.run_migrations {
         store.migrate().await?;
     }
-    let generated_admin_key = bootstrap_admin(&store, &config).await?;
+    // A worker-only process has no API to use a key with, and a key it generated would be
+    // printed where nobody looks for it: the API processes bootstrap.
+    let generated_admin_key = if roles.api {
+        bootstrap_admin(&store, &config).await?
+    } else {
+        None
+    };
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen_addr))?;
@@ -106,11 +121,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let shutdown = CancellationToken::new();
     let timeout = Duration::from_secs(config.webhook_timeout_secs);
-    let lease = timeout + LEASE_MARGIN;
+    let lease = config
+        .delivery_lease_secs
+        .map_or(timeout + LEASE_MARGIN, Duration::from_secs);
     let (queue, queue_starts_empty): (Arc<dyn Queue>, bool) = match &config.redis_url {
         Some(url) => {
-            let consumer = format!("{}-{}", std::process::id(), ulid::Ulid::new());
-            let queue = RedisQueue::connect(url.expose(), &config.redis_prefix, &consumer, lease)
+            let queue = RedisQueue::connect(url.expose(), &config.redis_prefix, &replica, lease)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot use Redis: {e}"))?;
             (Arc::new(queue), false)
@@ -127,40 +143,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.response_body_limit,
         &user_agent,
     )?;
-    // Replicas share Redis: each one's tails must see every replica's commits.
-    let bus = match &config.redis_url {
-        Some(url) => relay::spawn(
-            store.clone(),
+
+    let mut lease_keeper = None;
+    let background = if !roles.worker {
+        // No background work in an API-only process, but see `Reconciler::lease`.
+        BackgroundLease::never()
+    } else if let Some(url) = &config.redis_url {
+        let (lease, keeper) = BackgroundLease::redis(
             url.expose(),
             &config.redis_prefix,
-            config.tail_buffer,
+            &replica,
             shutdown.clone(),
         )
         .await
-        .map_err(|e| anyhow::anyhow!("cannot start the relay: {e}"))?,
-        None => Arc::new(Bus::new(config.tail_buffer)),
+        .map_err(|e| anyhow::anyhow!("cannot use Redis: {e}"))?;
+        lease_keeper = Some(keeper);
+        lease
+    } else {
+        BackgroundLease::local()
     };
-    let window = i64::try_from(config.idempotency_window_secs)
-        .unwrap_or(i64::MAX / 1_000_000)
-        .saturating_mul(1_000_000);
-    let writer = Writer::spawn(store.clone(), bus.clone(), queue.clone(), window);
-
-    let worker = Arc::new(Worker::new(
-        store.clone(),
-        queue.clone(),
-        sender.clone(),
-        WorkerConfig {
-            concurrency: config.delivery_concurrency,
-            endpoint_concurrency: config.endpoint_concurrency,
-            lease,
-            request_timeout: timeout,
-            busy_endpoint_delay: Duration::from_secs(1),
-            policy: RetryPolicy::from_secs(&config.retry_schedule_secs),
-            auto_disable_after: Duration::from_secs(config.auto_disable_after_secs),
-            user_agent: user_agent.clone(),
-        },
-    ));
-    tokio::spawn(worker.run(shutdown.clone()));
     tokio::spawn(
         Reconciler {
             store: store.clone(),
@@ -168,51 +169,63 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             requeue_after: Duration::from_secs(config.requeue_after_secs),
             interval: RECONCILE_EVERY,
             queue_starts_empty,
+            lease: background.clone(),
         }
         .run(shutdown.clone()),
     );
-    if config.retention_days > 0 {
-        tokio::spawn(
-            Pruner {
-                store: store.clone(),
-                retention: Duration::from_secs(u64::from(config.retention_days) * 86400),
-                interval: PRUNE_EVERY,
-            }
-            .run(shutdown.clone()),
-        );
+    if roles.worker {
+        let worker = Arc::new(Worker::new(
+            store.clone(),
+            queue.clone(),
+            sender.clone(),
+            WorkerConfig {
+                concurrency: config.delivery_concurrency,
+                endpoint_concurrency: config.endpoint_concurrency,
+                lease,
+                request_timeout: timeout,
+                busy_endpoint_delay: Duration::from_secs(1),
+                policy: RetryPolicy::from_secs(&config.retry_schedule_secs),
+                auto_disable_after: Duration::from_secs(config.auto_disable_after_secs),
+                user_agent: user_agent.clone(),
+            },
+        ));
+        tokio::spawn(worker.run(shutdown.clone()));
+        if config.retention_days > 0 {
+            tokio::spawn(
+                Pruner {
+                    store: store.clone(),
+                    retention: Duration::from_secs(u64::from(config.retention_days) * 86400),
+                    interval: PRUNE_EVERY,
+                    lease: background,
+                }
+                .run(shutdown.clone()),
+            );
+        }
     }
 
-    let state = Arc::new(AppState {
-        config,
-        store: store.clone(),
-        writer,
-        bus,
-        queue,
-        sender,
-        user_agent,
-        shutdown: shutdown.clone(),
-        credentials: Default::default(),
-    });
-
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in SERVICE_NAMES.into_iter().chain([""]) {
+    // A worker-only process answers health (overall, "") but serves no API.
+    let health_names: &'static [&'static str] = if roles.api {
+        &HEALTH_NAMES
+    } else {
+        &HEALTH_NAMES[4..]
+    };
+    for name in health_names {
         health
-            .set_service_status(name, ServingStatus::Serving)
+            .set_service_status(*name, ServingStatus::Serving)
             .await;
     }
     health
         .set_service_status(DELIVERY_HEALTH, ServingStatus::Serving)
         .await;
     tokio::spawn(watch_health(
-        store,
-        state.queue.clone(),
+        store.clone(),
+        queue.clone(),
         health,
+        health_names,
         shutdown.clone(),
     ));
-    tokio::spawn(crate::metrics::sample(
-        state.queue.clone(),
-        shutdown.clone(),
-    ));
+    tokio::spawn(crate::metrics::sample(queue.clone(), shutdown.clone()));
     if let (Some(listener), Some(handle)) = (metrics_listener, metrics_handle) {
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -222,36 +235,70 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let router = tonic::transport::Server::builder()
+    let mut router = tonic::transport::Server::builder()
         .layer(crate::request_id::RequestIdLayer)
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(
-            EventServiceServer::new(EventApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            EndpointServiceServer::new(EndpointApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            DeliveryServiceServer::new(DeliveryApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            AdminServiceServer::new(AdminApi::new(state.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        );
+        .add_service(health_service);
+    let mut state = None;
+    if roles.api {
+        // Replicas share Redis: each one's tails must see every replica's commits.
+        let bus = match &config.redis_url {
+            Some(url) => relay::spawn(
+                store.clone(),
+                url.expose(),
+                &config.redis_prefix,
+                config.tail_buffer,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot start the relay: {e}"))?,
+            None => Arc::new(Bus::new(config.tail_buffer)),
+        };
+        let window = i64::try_from(config.idempotency_window_secs)
+            .unwrap_or(i64::MAX / 1_000_000)
+            .saturating_mul(1_000_000);
+        let writer = Writer::spawn(store.clone(), bus.clone(), queue.clone(), window);
+        let app = Arc::new(AppState {
+            config,
+            store,
+            writer,
+            bus,
+            queue,
+            sender,
+            user_agent,
+            shutdown: shutdown.clone(),
+            credentials: Default::default(),
+        });
+        router = router
+            .add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            )
+            .add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1alpha()?,
+            )
+            .add_service(
+                EventServiceServer::new(EventApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                EndpointServiceServer::new(EndpointApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                DeliveryServiceServer::new(DeliveryApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                AdminServiceServer::new(AdminApi::new(app.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            );
+        state = Some(app);
+    }
     let stop = shutdown.clone();
     let handle = tokio::spawn(async move {
         router
@@ -261,9 +308,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             )
             .await?;
         drop(state);
+        // Give the background lease back before the process exits, so that another
+        // replica takes over now rather than when the key expires.
+        if let Some(keeper) = lease_keeper {
+            let _ = tokio::time::timeout(Duration::from_secs(3), keeper).await;
+        }
         Ok(())
     });
-    tracing::info!(%addr, metrics = ?metrics_addr, "herald listening");
+    tracing::info!(%addr, metrics = ?metrics_addr, %replica, %roles, "herald listening");
     Ok(Running {
         addr,
         metrics_addr,
@@ -298,6 +350,7 @@ async fn watch_health(
     store: Store,
     queue: Arc<dyn Queue>,
     health: tonic_health::server::HealthReporter,
+    names: &'static [&'static str],
     shutdown: CancellationToken,
 ) {
     let (mut database_up, mut queue_up, mut delivering) = (true, true, true);
@@ -317,8 +370,8 @@ async fn watch_health(
                 tracing::warn!("database unreachable: reporting NOT_SERVING");
                 ServingStatus::NotServing
             };
-            for name in SERVICE_NAMES.into_iter().chain([""]) {
-                health.set_service_status(name, status).await;
+            for name in names {
+                health.set_service_status(*name, status).await;
             }
         }
         if queued != queue_up {
@@ -341,9 +394,9 @@ async fn watch_health(
             health.set_service_status(DELIVERY_HEALTH, status).await;
         }
     }
-    for name in SERVICE_NAMES.into_iter().chain(["", DELIVERY_HEALTH]) {
+    for name in names.iter().chain(&[DELIVERY_HEALTH]) {
         health
-            .set_service_status(name, ServingStatus::NotServing)
+            .set_service_status(*name, ServingStatus::NotServing)
             .await;
     }
 }

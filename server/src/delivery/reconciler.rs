@@ -3,12 +3,25 @@
 //! `requeue_after` (the queue must have lost them), or every due one at once when the
 //! queue reports it lost its data (Redis restarted empty, or the in-process queue of a
 //! process that just started).
+//!
+//! With several replicas, the two kinds of sweep are shared differently:
+//!
+//! - The periodic sweep of overdue deliveries runs on the holder of the background lease
+//!   only (`crate::lease`): every replica would find the same overdue rows and enqueue
+//!   them once each, N database scans and N queue entries for one lost delivery.
+//! - The full sweep after a loss runs on every replica that notices the loss, lease or
+//!   not. A loss is not seen by all replicas: a replica that starts after Redis lost its
+//!   data creates the new epoch and is the only one to know; a `NOGROUP` is seen by the
+//!   replica whose read hit it; and with the in-process queue the start-up sweep fills the
+//!   process's own queue, which nobody else can. Skipping it would delay every due
+//!   delivery by `requeue_after`; doing it twice only enqueues duplicates, which the claim
+//!   in the database turns into nothing.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{queue::Queue, store::Store, time::now_micros};
+use crate::{lease::BackgroundLease, queue::Queue, store::Store, time::now_micros};
 
 /// Deliveries enqueued per database read.
 const SWEEP_BATCH: u64 = 1000;
@@ -20,6 +33,11 @@ pub struct Reconciler {
     pub interval: Duration,
     /// Sweep everything due at start (the queue starts empty).
     pub queue_starts_empty: bool,
+    /// The periodic sweep runs only while this replica holds it. An API-only process
+    /// never holds it but still runs the reconciler for the full sweep after a loss: its
+    /// queue connection may be the one that notices (it creates the new epoch when it
+    /// starts first after Redis lost its data).
+    pub lease: BackgroundLease,
 }
 
 impl Reconciler {
@@ -27,14 +45,16 @@ impl Reconciler {
         let mut lost = self.queue_starts_empty;
         loop {
             lost |= self.queue.lost_data().await.unwrap_or(false);
-            match self.sweep(lost).await {
-                Ok(n) => {
-                    if n > 0 {
-                        tracing::info!(count = n, full = lost, "re-enqueued deliveries");
+            if lost || self.lease.is_held() {
+                match self.sweep(lost).await {
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(count = n, full = lost, "re-enqueued deliveries");
+                        }
+                        lost = false;
                     }
-                    lost = false;
+                    Err(err) => tracing::warn!(error = %err, "reconciler sweep failed"),
                 }
-                Err(err) => tracing::warn!(error = %err, "reconciler sweep failed"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

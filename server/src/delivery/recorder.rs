@@ -79,6 +79,8 @@ async fn write(store: &Store, queue: &dyn Queue, batch: Vec<Finished>) {
             return;
         }
     };
+    // Per batch, not per attempt; which replica did the work shows in its own log.
+    tracing::debug!(attempts = records.len(), "recorded attempts");
     let retries: Vec<_> = leases
         .iter()
         .zip(&outcome)

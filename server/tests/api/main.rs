@@ -12,5 +12,6 @@ mod observability;
 mod publish;
 mod replicas;
 mod resilience;
+mod scale_out;
 mod smoke;
 mod subscribe;
