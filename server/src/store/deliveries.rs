@@ -127,13 +127,16 @@ impl Store {
         if start_now.is_empty() && in_line.is_empty() {
             return Ok((Vec::new(), AttemptContext::default()));
         }
+        // A join with the ids (not `id = ANY(...)`) so that the plan is one primary-key
+        // lookup per id whatever the statistics say: with `= ANY`, a generic plan may
+        // also scan `deliveries_due` over every pending delivery, on each claim.
         let sql = format!(
             "WITH claimed AS (
-                 UPDATE deliveries
-                 SET locked_until = CASE WHEN id = ANY($1) THEN $3 ELSE $4 END
-                 WHERE (id = ANY($1) OR id = ANY($2)) AND status IN ({PENDING_SQL})
-                   AND next_attempt_at <= $5 AND (locked_until IS NULL OR locked_until < $6)
-                 RETURNING *
+                 UPDATE deliveries AS d SET locked_until = c.lock_until
+                 FROM UNNEST($1::text[], $2::bigint[]) AS c(id, lock_until)
+                 WHERE d.id = c.id AND d.status IN ({PENDING_SQL})
+                   AND d.next_attempt_at <= $3 AND (d.locked_until IS NULL OR d.locked_until < $4)
+                 RETURNING d.*
              )
              SELECT claimed.*, e.seq AS e_seq, e.id AS e_id, e.tenant_id AS e_tenant_id,
                     e.event_type AS e_event_type, e.environment AS e_environment,
@@ -141,11 +144,12 @@ impl Store {
                     e.payload AS e_payload, e.idempotency_key AS e_idempotency_key
              FROM claimed LEFT JOIN events e ON e.id = claimed.event_id"
         );
+        let locks = std::iter::repeat_n(lock_now, start_now.len())
+            .chain(std::iter::repeat_n(lock_line, in_line.len()));
+        let locks = pg::bigints(locks);
         let values = vec![
-            pg::texts(start_now),
-            pg::texts(in_line),
-            lock_now.into(),
-            lock_line.into(),
+            pg::texts(start_now.into_iter().chain(in_line)),
+            locks,
             due_by.into(),
             now_micros().into(),
         ];
