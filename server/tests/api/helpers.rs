@@ -51,6 +51,43 @@ pub struct TestApp {
 
 /// Starts Herald with test defaults: http endpoints allowed, webhooks may reach
 /// 127.0.0.1, 1 s heartbeats, retries after 1 s and 2 s, a 3 s request timeout.
+/// A fresh PostgreSQL database for one test: its name and URL.
+pub async fn create_pg_database() -> (String, String) {
+    let name = format!(
+        "herald_test_{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let admin = Database::connect(format!("{}/postgres", postgres_server()))
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (set HERALDTEST_POSTGRES_URL)");
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let url = format!("{}/{name}", postgres_server());
+    (name, url)
+}
+
+/// Polls `check` every 100 ms until it returns `Ok`, panicking with its last `Err` after
+/// `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(state) if std::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {timeout:?}; last seen: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
@@ -67,19 +104,8 @@ pub async fn spawn_app_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -
             None,
         ),
         Backend::Postgres => {
-            let name = format!(
-                "herald_test_{}",
-                ulid::Ulid::new().to_string().to_lowercase()
-            );
-            let admin = Database::connect(format!("{}/postgres", postgres_server()))
-                .await
-                .expect("PostgreSQL on 127.0.0.1:5432 (set HERALDTEST_POSTGRES_URL)");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("create test database");
-            admin.close().await.ok();
-            (format!("{}/{name}", postgres_server()), Some(name))
+            let (name, url) = create_pg_database().await;
+            (url, Some(name))
         }
     };
     let admin_key = format!("test-admin-{}", ulid::Ulid::new());

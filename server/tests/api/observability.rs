@@ -27,7 +27,8 @@ use tonic_health::pb::{
 use crate::{
     both_backends,
     helpers::{
-        Backend, TenantKeys, TestApp, authed, postgres_server, publish_request, spawn_app_with,
+        Backend, TenantKeys, TestApp, authed, eventually, postgres_server, publish_request,
+        spawn_app_with,
     },
     receiver::{Receiver, Reply},
 };
@@ -36,25 +37,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const DELIVERIES: &str = "herald_deliveries_total";
 const ATTEMPTS: &str = "herald_delivery_attempts_total";
 const ENDPOINT_FAILURES: &str = "herald_endpoint_failures_total";
-const POLL: Duration = Duration::from_millis(100);
-
-/// Polls `check` until it returns `Ok`, panicking with its last `Err` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(state) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}; last seen: {state}")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
-}
 
 async fn metrics_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, |c| {

@@ -4,7 +4,6 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -24,34 +23,18 @@ use tonic::transport::Channel;
 
 use crate::{
     both_backends,
-    helpers::{Backend, TenantKeys, TestApp, authed, publish_request, redis_url, spawn_app_with},
+    helpers::{
+        Backend, TenantKeys, TestApp, authed, eventually, publish_request, redis_url,
+        spawn_app_with,
+    },
     receiver::{Received, Receiver, Reply},
 };
 
 const EVENT: &str = "license.created";
-const POLL: Duration = Duration::from_millis(100);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Polls `check` until it returns `Ok`, panicking with its last `Err` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(state) if Instant::now() >= deadline => {
-                panic!("{what}: not within {timeout:?}; last seen: {state}")
-            }
-            Err(_) => tokio::time::sleep(POLL).await,
-        }
-    }
-}
 
 /// The gRPC clients of one running app, for one tenant's manager/publisher keys.
 struct Api {

@@ -31,7 +31,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{authed, postgres_server, publish_request, redis_url},
+    helpers::{authed, create_pg_database, postgres_server, publish_request, redis_url},
     receiver::{Received, Receiver, Reply},
 };
 
@@ -269,22 +269,8 @@ struct TestDb {
 
 impl TestDb {
     async fn create() -> TestDb {
-        let name = format!(
-            "herald_test_{}",
-            ulid::Ulid::new().to_string().to_lowercase()
-        );
-        let admin = Database::connect(format!("{}/postgres", postgres_server()))
-            .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (set HERALDTEST_POSTGRES_URL)");
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        admin.close().await.ok();
-        TestDb {
-            url: format!("{}/{name}", postgres_server()),
-            name,
-        }
+        let (name, url) = create_pg_database().await;
+        TestDb { name, url }
     }
 }
 
