@@ -83,3 +83,57 @@ pub trait Queue: Send + Sync + 'static {
     /// waits. Cheap (a few reads), for the periodic metrics sample.
     async fn oldest_due(&self, now_micros: i64) -> Result<Option<i64>>;
 }
+
+/// Behaviour every [`Queue`] must have, checked by each implementation's own tests
+/// against a fresh queue of its kind.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+
+    fn item(n: u32) -> QueueItem {
+        QueueItem {
+            delivery_id: format!("dlv_c{n}"),
+            endpoint_id: "ep_c".into(),
+        }
+    }
+
+    /// `oldest_due`: the ready entry waiting longest, or a retry due and not yet promoted.
+    pub async fn oldest_due_is_the_longest_waiting_entry(q: &dyn Queue) {
+        let start = crate::time::now_micros();
+        assert_eq!(q.oldest_due(start).await.unwrap(), None);
+        q.push(&[item(1)]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.push(&[item(2)]).await.unwrap();
+        let now = crate::time::now_micros();
+        let oldest = q
+            .oldest_due(now)
+            .await
+            .unwrap()
+            .expect("ready entries wait");
+        // Millisecond precision in Redis.
+        assert!(
+            oldest >= start - 1_000 && oldest <= now - 15_000,
+            "{start} {oldest} {now}"
+        );
+        // The first is handed out: the second is the oldest waiting now.
+        let got = q.pop(1, Duration::ZERO).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let second = q.oldest_due(now).await.unwrap().unwrap();
+        assert!(second > oldest + 15_000, "{oldest} {second}");
+        // A retry due long ago and not promoted yet is the oldest; one not due is not.
+        let long_ago = now - 60_000_000;
+        q.schedule(&[(item(3), long_ago), (item(4), now + 60_000_000)])
+            .await
+            .unwrap();
+        // Scheduled times may be kept in milliseconds (Redis).
+        let due = q.oldest_due(now).await.unwrap().unwrap();
+        assert!(
+            due <= long_ago && due > long_ago - 1_000,
+            "{long_ago} {due}"
+        );
+        q.promote_due(now).await.unwrap();
+        let rest = q.pop(10, Duration::ZERO).await.unwrap();
+        assert_eq!(rest.len(), 2);
+        assert_eq!(q.oldest_due(now).await.unwrap(), None);
+    }
+}

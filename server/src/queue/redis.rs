@@ -1035,38 +1035,7 @@ mod tests {
     async fn oldest_due_is_the_longest_waiting_entry() {
         let p = prefix();
         let q = fresh(&p, "c1", LONG).await;
-        let start = crate::time::now_micros();
-        assert_eq!(q.oldest_due(start).await.unwrap(), None);
-        q.push(&[item(1)]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        q.push(&[item(2)]).await.unwrap();
-        let now = crate::time::now_micros();
-        let oldest = q
-            .oldest_due(now)
-            .await
-            .unwrap()
-            .expect("ready entries wait");
-        // Millisecond precision in Redis.
-        assert!(
-            oldest >= start - 1_000 && oldest <= now - 15_000,
-            "{start} {oldest} {now}"
-        );
-        // The first is handed out: the second is the oldest waiting now.
-        let got = q.pop(1, Duration::ZERO).await.unwrap();
-        assert_eq!(got.len(), 1);
-        let second = q.oldest_due(now).await.unwrap().unwrap();
-        assert!(second > oldest + 15_000, "{oldest} {second}");
-        // A retry due long ago and not promoted yet is the oldest; one not due is not.
-        q.schedule(&[(item(3), now - 60_000_000), (item(4), now + 60_000_000)])
-            .await
-            .unwrap();
-        // Scheduled times are kept in milliseconds.
-        let due = (now - 60_000_000).div_euclid(1000) * 1000;
-        assert_eq!(q.oldest_due(now).await.unwrap(), Some(due));
-        q.promote_due(now).await.unwrap();
-        let rest = q.pop(10, Duration::ZERO).await.unwrap();
-        assert_eq!(rest.len(), 2);
-        assert_eq!(q.oldest_due(now).await.unwrap(), None);
+        super::super::contract::oldest_due_is_the_longest_waiting_entry(&q).await;
         cleanup(&p).await;
     }
 
