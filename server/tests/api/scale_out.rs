@@ -15,9 +15,10 @@ use std::{
 
 use herald::proto::{
     CreateEndpointRequest, CreateTenantRequest, DeliveryStatus, ListDeliveriesRequest,
-    PublishBatchRequest, PublishRequest, admin_service_client::AdminServiceClient,
-    delivery_service_client::DeliveryServiceClient, endpoint_service_client::EndpointServiceClient,
-    event_service_client::EventServiceClient,
+    PublishBatchRequest, PublishRequest, SubscribeRequest, SubscribeResponse,
+    admin_service_client::AdminServiceClient, delivery_service_client::DeliveryServiceClient,
+    endpoint_service_client::EndpointServiceClient, event_service_client::EventServiceClient,
+    subscribe_request::Start,
 };
 use sea_orm::{ConnectionTrait, Database};
 use tokio::{
@@ -25,7 +26,7 @@ use tokio::{
     process::{Child, Command},
     sync::Notify,
 };
-use tonic::transport::Channel;
+use tonic::{Streaming, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -33,6 +34,7 @@ use tonic_health::pb::{
 use crate::{
     helpers::{authed, create_pg_database, postgres_server, publish_request, redis_url},
     receiver::{Received, Receiver, Reply},
+    subscribe::{assert_no_more, take},
 };
 
 const EVENT: &str = "license.created";
@@ -357,6 +359,22 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Creates the tenant and an endpoint on the receiver through `api`; returns the endpoint.
+/// A live `Subscribe` on the test tenant through `replica`.
+async fn live_tail(replica: &Replica, admin_key: &str) -> Streaming<SubscribeResponse> {
+    EventServiceClient::new(replica.channel().await)
+        .subscribe(authed(
+            admin_key,
+            SubscribeRequest {
+                tenant_id: TENANT.into(),
+                start: Some(Start::Live(true)),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("subscribe")
+        .into_inner()
+}
+
 async fn setup(api: &Replica, admin_key: &str, receiver: &Receiver) -> String {
     let channel = api.channel().await;
     AdminServiceClient::new(channel.clone())
@@ -744,6 +762,11 @@ async fn redis_restarted_empty_under_load_loses_no_delivery() {
     let b = Replica::start("herald-2", &[], &env).await;
     assert!(a.logged("roles=api,worker") && b.logged("roles=api,worker"));
     let endpoint = setup(&a, &admin_key, &receiver).await;
+    // A live tail on each process: each must see every event, published on either.
+    let mut tails = Vec::new();
+    for replica in [&a, &b] {
+        tails.push(live_tail(replica, &admin_key).await);
+    }
     let load = publish_load(
         vec![a.channel().await, b.channel().await],
         admin_key.clone(),
@@ -783,6 +806,29 @@ async fn redis_restarted_empty_under_load_loses_no_delivery() {
         duplicates <= 2 * DELIVERY_CONCURRENCY,
         "{duplicates} duplicate requests"
     );
+    // Across processes, and through Redis's restart (announcements lost meanwhile), each
+    // tail got every event once, in sequence order.
+    for (name, tail) in ["herald-1", "herald-2"].iter().zip(&mut tails) {
+        let events = take(tail, EVENTS, Duration::from_secs(20)).await;
+        let seqs: Vec<i64> = events
+            .iter()
+            .map(|e| herald::tail::decode_cursor("cursor", &e.cursor).expect("a cursor"))
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{name}: events out of sequence order"
+        );
+        let resources: std::collections::HashSet<String> = events
+            .iter()
+            .map(|e| {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&e.payload_json).expect("payload JSON");
+                payload["data"]["id"].as_str().expect("data.id").to_string()
+            })
+            .collect();
+        assert_eq!(resources.len(), EVENTS, "{name}: every event once");
+        assert_no_more(tail).await;
+    }
     eprintln!(
         "Redis restarted, losing {lost} queued deliveries: {EVENTS} events, {requests} requests \
          ({duplicates} duplicates)"
