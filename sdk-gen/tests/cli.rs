@@ -1,0 +1,111 @@
+//! The `sdk-gen` binary as CI runs it: `--check` on a tree it generated passes, and on an
+//! edited tree fails naming the file; a plain run repairs it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sdk_gen(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sdk-gen"))
+        .args(args)
+        .arg("--root")
+        .arg(root)
+        .output()
+        .expect("sdk-gen runs")
+}
+
+/// A scratch repository holding a copy of `proto/herald/v1`.
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("proto/herald/v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    for entry in std::fs::read_dir(repo_root().join("proto/herald/v1")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, v1.join(path.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn check_fails_until_generated_then_passes() {
+    let dir = scratch();
+    let out = sdk_gen(dir.path(), &["--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sdks/rust/src/catalog.rs"), "{stderr}");
+    assert!(
+        stderr.contains("sdks/typescript/src/catalog.ts"),
+        "{stderr}"
+    );
+
+    let out = sdk_gen(dir.path(), &[]);
+    assert!(out.status.success(), "{out:?}");
+    let first = std::fs::read(dir.path().join("sdks/rust/src/catalog.rs")).unwrap();
+    assert!(sdk_gen(dir.path(), &["--check"]).status.success());
+
+    // A second run in a fresh tree gives the same bytes.
+    let other = scratch();
+    assert!(sdk_gen(other.path(), &[]).status.success());
+    assert_eq!(
+        std::fs::read(other.path().join("sdks/rust/src/catalog.rs")).unwrap(),
+        first
+    );
+}
+
+#[test]
+fn check_names_a_hand_edited_file() {
+    let dir = scratch();
+    assert!(sdk_gen(dir.path(), &[]).status.success());
+    let ts = dir.path().join("sdks/typescript/src/catalog.ts");
+    let edited = std::fs::read_to_string(&ts)
+        .unwrap()
+        .replace("licenses", "licences");
+    std::fs::write(&ts, edited).unwrap();
+    let out = sdk_gen(dir.path(), &["--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sdks/typescript/src/catalog.ts"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("sdks/rust/src/catalog.rs"), "{stderr}");
+}
+
+#[test]
+fn a_catalog_change_makes_check_fail() {
+    let dir = scratch();
+    assert!(sdk_gen(dir.path(), &[]).status.success());
+    let catalog = dir.path().join("proto/herald/v1/catalog.proto");
+    let changed = std::fs::read_to_string(&catalog)
+        .unwrap()
+        .replace("When a license is created", "When a license comes to be");
+    std::fs::write(&catalog, changed).unwrap();
+    let out = sdk_gen(dir.path(), &["--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sdks/python/herald_sdk/catalog.py"));
+}
+
+#[test]
+fn bad_arguments_and_broken_protos_exit_2() {
+    let dir = scratch();
+    assert_eq!(
+        sdk_gen(dir.path(), &["--frobnicate"]).status.code(),
+        Some(2)
+    );
+    std::fs::write(
+        dir.path().join("proto/herald/v1/broken.proto"),
+        "syntax = \"proto3\"; message {",
+    )
+    .unwrap();
+    let out = sdk_gen(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("broken.proto"),
+        "{out:?}"
+    );
+}
