@@ -39,7 +39,7 @@ const ENDPOINT_FAILURES: &str = "herald_endpoint_failures_total";
 const POLL: Duration = Duration::from_millis(100);
 
 /// Polls `check` until it returns `Ok`, panicking with its last `Err` after `timeout`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -324,7 +324,7 @@ async fn request_ids_are_echoed_or_generated() {
     assert!(!request_id_of(answer.metadata()).is_empty());
 }
 
-async fn health_of(addr: SocketAddr, service: &str) -> Result<ServingStatus, String> {
+pub(crate) async fn health_of(addr: SocketAddr, service: &str) -> Result<ServingStatus, String> {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -339,7 +339,7 @@ async fn health_of(addr: SocketAddr, service: &str) -> Result<ServingStatus, Str
     Ok(answer.into_inner().status())
 }
 
-async fn wait_health(addr: SocketAddr, service: &str, want: ServingStatus) {
+pub(crate) async fn wait_health(addr: SocketAddr, service: &str, want: ServingStatus) {
     eventually(
         &format!("health of '{service}' is {want:?}"),
         WAIT,
