@@ -131,6 +131,7 @@ pub struct Config {
     #[serde(deserialize_with = "optional_addr")]
     pub metrics_addr: Option<SocketAddr>,
     /// `redis://...`: use Redis as the delivery queue; unset means the in-process queue.
+    /// A Redis Cluster: its seed nodes' URLs, comma-separated, or one `redis+cluster://`.
     pub redis_url: Option<Secret>,
     /// Prefix of every Redis key Herald uses (several Heralds can share one Redis).
     pub redis_prefix: String,
@@ -295,9 +296,9 @@ impl Config {
             anyhow::bail!("invalid configuration: heartbeat_interval_secs must be at least 1");
         }
         if let Some(url) = &self.redis_url
-            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+            && let Err(e) = crate::redis_conn::Target::parse(url.expose())
         {
-            anyhow::bail!("invalid configuration: redis_url must start with redis:// or rediss://");
+            anyhow::bail!("invalid configuration: redis_url: {e}");
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
             anyhow::bail!(
@@ -487,6 +488,27 @@ mod tests {
         };
         assert!(env(&[]).unwrap().with_roles(split).is_err());
         assert!(env(&[redis]).unwrap().with_roles(split).is_ok());
+    }
+
+    #[test]
+    fn redis_url_names_one_server_or_a_cluster() {
+        let url = |v| env(&[("HERALD_REDIS_URL", v)]);
+        for ok in [
+            "redis://127.0.0.1:6379",
+            "redis+cluster://:pw@10.0.0.1:7000",
+            "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+        ] {
+            assert!(url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:6379",
+            "redis://:secret-pw@10.0.0.1:7000,",
+            "redis+cluster://:secret-pw@10.0.0.1:7000/1",
+        ] {
+            let err = url(bad).unwrap_err().to_string();
+            assert!(err.contains("redis_url"), "{err}");
+            assert!(!err.contains("secret-pw"), "{err}");
+        }
     }
 
     #[test]

@@ -34,12 +34,11 @@
 use std::time::Duration;
 
 use anyhow::anyhow;
-use redis::{
-    Client, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::Script;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
+
+use crate::redis_conn::{Conn, Patience, Target};
 
 /// How long the key lives after a take or renewal.
 pub const TTL: Duration = Duration::from_secs(10);
@@ -105,13 +104,14 @@ impl BackgroundLease {
         shutdown: CancellationToken,
     ) -> anyhow::Result<(BackgroundLease, JoinHandle<()>)> {
         // The URL may hold a password: never echo it.
-        let client = Client::open(url).map_err(|e| anyhow!("redis: invalid url: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(COMMAND_TIMEOUT)
-            .set_response_timeout(COMMAND_TIMEOUT)
-            .set_number_of_retries(1)
-            .set_max_delay(500);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let target = Target::parse(url).map_err(|e| anyhow!("redis: invalid redis_url: {e}"))?;
+        let conn = target
+            .shared(Patience {
+                connect_timeout: COMMAND_TIMEOUT,
+                response_timeout: COMMAND_TIMEOUT,
+                retries: 1,
+                max_delay: Duration::from_millis(500),
+            })
             .await
             .map_err(|e| anyhow!("redis: {e}"))?;
         let (tx, rx) = watch::channel(None);
@@ -158,7 +158,7 @@ pub fn key(prefix: &str) -> String {
 }
 
 struct Keeper {
-    conn: ConnectionManager,
+    conn: Conn,
     key: String,
     replica: String,
     held: watch::Sender<Option<Instant>>,

@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod publish;
 pub mod queue;
+pub mod redis_conn;
 pub mod relay;
 pub mod request_id;
 pub mod roles;

@@ -12,9 +12,10 @@
 //! - **announce**: after a commit, the replica PUBLISHes its last sequence number on
 //!   `{prefix}:bus` (the queue's hash tag). Coalesced: while one PUBLISH is on its way,
 //!   later commits only raise the number the next one carries.
-//! - **listen**: one SUBSCRIBE connection per replica, pinged, reconnected with backoff;
-//!   it hands announcements to the pump, and after each (re)subscription asks for a read,
-//!   since announcements made meanwhile are gone.
+//! - **listen**: one SUBSCRIBE connection per replica, pinged, reconnected with backoff
+//!   (on a Redis Cluster to one node, the next seed after each failure: a PUBLISH reaches
+//!   every node); it hands announcements to the pump, and after each (re)subscription
+//!   asks for a read, since announcements made meanwhile are gone.
 //! - **pump**: holds `head`, the number up to which the bus has carried every committed
 //!   event, and on each wake-up reads `seq > head` of every tenant, one query for all the
 //!   announcements that arrived meanwhile, however many tails there are. Its own
@@ -30,10 +31,7 @@ use std::{fmt::Display, sync::Arc, time::Duration};
 
 use anyhow::anyhow;
 use futures::StreamExt;
-use redis::{
-    Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::Client;
 use tokio::{
     sync::{mpsc, watch},
     time::{MissedTickBehavior, interval, sleep, timeout},
@@ -43,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     bus::{Bus, LiveEvent},
     error::{Error, Result},
+    redis_conn::{Conn, Patience, Target},
     store::Store,
 };
 
@@ -111,14 +110,15 @@ pub async fn spawn(
     shutdown: CancellationToken,
 ) -> Result<Arc<Bus>> {
     // The URL may hold a password: never echo it.
-    let client =
-        Client::open(redis_url).map_err(|e| Error::Internal(anyhow!("redis: invalid url: {e}")))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(CONNECT_TIMEOUT)
-        .set_response_timeout(RESPONSE_TIMEOUT)
-        .set_number_of_retries(1)
-        .set_max_delay(1000);
-    let conn = ConnectionManager::new_with_config(client.clone(), config)
+    let target = Target::parse(redis_url)
+        .map_err(|e| Error::Internal(anyhow!("redis: invalid redis_url: {e}")))?;
+    let conn = target
+        .shared(Patience {
+            connect_timeout: CONNECT_TIMEOUT,
+            response_timeout: RESPONSE_TIMEOUT,
+            retries: 1,
+            max_delay: Duration::from_secs(1),
+        })
         .await
         .map_err(|e| Error::Unavailable(format!("redis: {e}")))?;
     let head = store.head_seq().await?;
@@ -133,7 +133,7 @@ pub async fn spawn(
         committed_rx,
         shutdown.clone(),
     ));
-    tokio::spawn(listen(client, channel, announced, shutdown.clone()));
+    tokio::spawn(listen(target.nodes(), channel, announced, shutdown.clone()));
     let pump = Pump {
         store,
         bus: bus.clone(),
@@ -146,7 +146,7 @@ pub async fn spawn(
 
 /// PUBLISHes the highest sequence number this replica committed, whenever it rises.
 async fn announce(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     channel: String,
     mut committed: watch::Receiver<i64>,
     shutdown: CancellationToken,
@@ -172,24 +172,31 @@ async fn announce(
     }
 }
 
-/// Follows the channel for as long as the server runs, reconnecting with backoff.
+/// Follows the channel for as long as the server runs, reconnecting with backoff; on a
+/// cluster, to the next seed each time (any node hears every PUBLISH).
 async fn listen(
-    client: Client,
+    nodes: Vec<Client>,
     channel: String,
     out: mpsc::Sender<i64>,
     shutdown: CancellationToken,
 ) {
     let mut outage = Outage::new("relay: subscription to announcements lost; reconnecting");
     let mut backoff = BACKOFF_MIN;
+    let Some(first) = nodes.first() else {
+        return;
+    };
+    let mut node = 0;
     loop {
+        let client = nodes.get(node).unwrap_or(first);
         let ended = tokio::select! {
             _ = shutdown.cancelled() => return,
-            ended = follow(&client, &channel, &out, || {
+            ended = follow(client, &channel, &out, || {
                 outage.over();
                 backoff = BACKOFF_MIN;
             }) => ended,
         };
         outage.failed(&ended);
+        node = (node + 1) % nodes.len();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = sleep(backoff) => {}

@@ -24,13 +24,13 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::anyhow;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Client, RedisError, RetryMethod, Script};
+use redis::{RedisError, RetryMethod, Script};
 use tokio::time::Instant;
 
 use super::{Depth, Lease, Queue, QueueItem};
 use crate::error::{Error, Result};
+use crate::redis_conn::{Conn, Patience, Target};
 
 /// The consumer group every Herald reads through (consumers are the processes).
 pub const GROUP: &str = "herald";
@@ -83,9 +83,9 @@ struct Reclaim {
 }
 
 pub struct RedisQueue {
-    client: Client,
+    target: Target,
     /// Shared, auto-reconnecting, multiplexed: every non-blocking command and pipeline.
-    conn: ConnectionManager,
+    conn: Conn,
     /// Idle dedicated connections for `XREADGROUP ... BLOCK`.
     ///
     /// A blocking read holds its connection on the server side until it returns, so on the
@@ -97,7 +97,8 @@ pub struct RedisQueue {
     /// the read succeeded: a connection that failed, timed out, or whose `pop` was dropped
     /// mid-read is dropped (closing it also ends the read on the server), and the next
     /// read opens a fresh one. Concurrent pops each get their own connection.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// On a cluster each is a cluster connection of its own (routed, following MOVED).
+    blocking: Mutex<Vec<Conn>>,
     keys: Keys,
     consumer: String,
     lease: Duration,
@@ -141,7 +142,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Creates the group at the start of the stream (creating the stream too), so that
 /// entries added before the group existed, e.g. pushed after a Redis restart, are read.
-async fn create_group(conn: &mut ConnectionManager, ready: &str) -> Result<()> {
+async fn create_group(conn: &mut Conn, ready: &str) -> Result<()> {
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(ready)
@@ -158,11 +159,7 @@ async fn create_group(conn: &mut ConnectionManager, ready: &str) -> Result<()> {
 
 /// Sets the epoch to `token` unless it exists, and returns the epoch now in Redis, and
 /// whether this call created it.
-async fn ensure_epoch(
-    conn: &mut ConnectionManager,
-    key: &str,
-    token: &str,
-) -> Result<(String, bool)> {
+async fn ensure_epoch(conn: &mut Conn, key: &str, token: &str) -> Result<(String, bool)> {
     let (created, current): (bool, Option<String>) = redis::pipe()
         .atomic()
         .cmd("SET")
@@ -204,14 +201,15 @@ impl RedisQueue {
         lease: Duration,
     ) -> Result<RedisQueue> {
         // The URL may hold a password: never echo it.
-        let client =
-            Client::open(url).map_err(|e| Error::Internal(anyhow!("redis: invalid url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(CONNECT_TIMEOUT)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_number_of_retries(2)
-            .set_max_delay(1000);
-        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+        let target = Target::parse(url)
+            .map_err(|e| Error::Internal(anyhow!("redis: invalid redis_url: {e}")))?;
+        let mut conn = target
+            .shared(Patience {
+                connect_timeout: CONNECT_TIMEOUT,
+                response_timeout: RESPONSE_TIMEOUT,
+                retries: 2,
+                max_delay: Duration::from_secs(1),
+            })
             .await
             .map_err(redis_error)?;
         let keys = Keys {
@@ -226,7 +224,7 @@ impl RedisQueue {
             ensure_epoch(&mut conn, &keys.epoch, &ulid::Ulid::new().to_string()).await?;
         create_group(&mut conn, &keys.ready).await?;
         Ok(RedisQueue {
-            client,
+            target,
             conn,
             blocking: Mutex::new(Vec::new()),
             keys,
@@ -369,12 +367,7 @@ impl RedisQueue {
         let pooled = lock(&self.blocking).pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => {
-                let config = AsyncConnectionConfig::new().set_connection_timeout(CONNECT_TIMEOUT);
-                self.client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?
-            }
+            None => self.target.dedicated(CONNECT_TIMEOUT).await?,
         };
         // The client-side limit is the block time plus the usual response time, so a
         // half-open connection fails instead of hanging the worker.
@@ -649,6 +642,8 @@ mod tests {
 
     use std::collections::HashSet;
     use std::sync::Arc;
+
+    use redis::{Client, aio::MultiplexedConnection};
 
     use super::*;
 

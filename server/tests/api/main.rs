@@ -4,6 +4,7 @@
 mod helpers;
 mod receiver;
 
+mod cluster;
 mod compose;
 mod delivery;
 mod grpcurl;

@@ -306,7 +306,7 @@ async fn request_ids_are_echoed_or_generated() {
     assert!(!request_id_of(answer.metadata()).is_empty());
 }
 
-async fn health_of(addr: SocketAddr, service: &str) -> Result<ServingStatus, String> {
+pub(crate) async fn health_of(addr: SocketAddr, service: &str) -> Result<ServingStatus, String> {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -321,7 +321,7 @@ async fn health_of(addr: SocketAddr, service: &str) -> Result<ServingStatus, Str
     Ok(answer.into_inner().status())
 }
 
-async fn wait_health(addr: SocketAddr, service: &str, want: ServingStatus) {
+pub(crate) async fn wait_health(addr: SocketAddr, service: &str, want: ServingStatus) {
     eventually(
         &format!("health of '{service}' is {want:?}"),
         WAIT,
