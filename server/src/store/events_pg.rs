@@ -39,10 +39,7 @@ pub(super) async fn commit<C: ConnectionTrait>(
     tenants.sort_unstable();
     tenants.dedup();
     for _ in 0..2 {
-        subscribers.load(conn, &tenants).await?;
-        let Some(version) = subscribers.version() else {
-            return Ok(None);
-        };
+        let version = subscribers.load(conn, &tenants).await?;
         let batch = Batch::build(subscribers, events, now);
         let result = Outcome::find_by_statement(batch.statement(version))
             .one(conn)

@@ -48,11 +48,6 @@ struct Row {
 }
 
 impl Subscribers {
-    /// The version the copy is valid at (`None` before the first load).
-    pub fn version(&self) -> Option<i64> {
-        self.version
-    }
-
     /// Forgets everything: the database's version is now `version`.
     pub fn reset(&mut self, version: i64) {
         self.tenants.clear();
@@ -76,14 +71,15 @@ impl Subscribers {
     /// Makes sure every tenant of `tenants` is in the copy, with one query (PostgreSQL)
     /// for the missing ones. If the endpoint set changed since the copy was made, the
     /// copy starts over at the new version.
-    pub async fn load<C: ConnectionTrait>(&mut self, conn: &C, tenants: &[&str]) -> Result<()> {
+    /// Returns the version the copy is now valid at.
+    pub async fn load<C: ConnectionTrait>(&mut self, conn: &C, tenants: &[&str]) -> Result<i64> {
         let missing: Vec<String> = tenants
             .iter()
             .filter(|t| !self.tenants.contains_key(**t))
             .map(|t| t.to_string())
             .collect();
-        if missing.is_empty() && self.version.is_some() {
-            return Ok(());
+        if let (true, Some(version)) = (missing.is_empty(), self.version) {
+            return Ok(version);
         }
         if self.tenants.len() + missing.len() > MAX_TENANTS {
             self.tenants.clear();
@@ -128,6 +124,6 @@ impl Subscribers {
         for (tenant, subscribers) in loaded {
             self.tenants.insert(tenant, subscribers.into());
         }
-        Ok(())
+        Ok(version)
     }
 }

@@ -299,31 +299,38 @@ impl Drop for TestApp {
         if let Some(running) = self.running.take() {
             running.shutdown_token().cancel();
         }
-        let redis_prefix = self.redis_prefix.take();
-        if let Some(name) = self.pg_database.take() {
-            // Best effort, on its own runtime: Drop cannot await.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .ok()?;
-                rt.block_on(async {
-                    if let Some(prefix) = redis_prefix {
-                        delete_redis_keys(&prefix).await;
-                    }
-                    let admin = Database::connect(format!("{}/postgres", postgres_server()))
-                        .await
-                        .ok()?;
-                    admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await
-                        .ok()?;
-                    admin.close().await.ok()
-                })
-            })
-            .join();
-        }
+        clean_up_blocking(self.pg_database.take(), self.redis_prefix.take());
     }
+}
+
+/// Deletes a test's Redis keys and drops its PostgreSQL database (`FORCE` ends the
+/// sessions of a server still shutting down, or of a killed replica). Best effort, on a
+/// runtime of its own: for `Drop`, which cannot await.
+pub fn clean_up_blocking(pg_database: Option<String>, redis_prefix: Option<String>) {
+    if pg_database.is_none() && redis_prefix.is_none() {
+        return;
+    }
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            if let Some(prefix) = redis_prefix {
+                delete_redis_keys(&prefix).await;
+            }
+            let name = pg_database?;
+            let admin = Database::connect(format!("{}/postgres", postgres_server()))
+                .await
+                .ok()?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await
+                .ok()?;
+            admin.close().await.ok()
+        })
+    })
+    .join();
 }
 
 /// A Keygen-style JSON:API payload for `event_type`, as JSON text.

@@ -19,8 +19,8 @@ use tonic::Streaming;
 use crate::{
     helpers::{Backend, TestApp, authed, publish_request, spawn_app, spawn_app_with},
     subscribe::{
-        assert_no_more, event_by, ids, list_all, open_tail, publish_n, publish_one_by_one,
-        starting, take,
+        assert_each_publisher_in_order, assert_no_more, event_by, ids, list_all, open_tail,
+        publish_n, publish_one_by_one, starting, take,
     },
 };
 
@@ -120,15 +120,7 @@ async fn a_tail_on_any_replica_sees_publishes_on_every_replica() {
         assert_no_more(tail).await;
         assert_exactly_the_events_after(&a, &keys.subscriber, 0, &received, name).await;
         assert!(received.iter().all(|e| e.tenant_id == "acme"));
-        // Each publisher's events arrive in the order it published them.
-        for mine in &published {
-            let order: Vec<&String> = received
-                .iter()
-                .map(|e| &e.id)
-                .filter(|id| mine.contains(id))
-                .collect();
-            assert_eq!(order, mine.iter().collect::<Vec<_>>(), "{name}");
-        }
+        assert_each_publisher_in_order(&received, &published, name);
     }
 }
 

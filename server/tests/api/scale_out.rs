@@ -20,7 +20,6 @@ use herald::proto::{
     endpoint_service_client::EndpointServiceClient, event_service_client::EventServiceClient,
     subscribe_request::Start,
 };
-use sea_orm::{ConnectionTrait, Database};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
@@ -32,7 +31,7 @@ use tonic_health::pb::{
 };
 
 use crate::{
-    helpers::{authed, create_pg_database, postgres_server, publish_request, redis_url},
+    helpers::{authed, clean_up_blocking, create_pg_database, publish_request, redis_url},
     receiver::{Received, Receiver, Reply},
     subscribe::{assert_no_more, take},
 };
@@ -278,25 +277,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Its own runtime: Drop cannot await. FORCE ends a killed replica's sessions.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let admin = Database::connect(format!("{}/postgres", postgres_server()))
-                    .await
-                    .ok()?;
-                admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()?;
-                admin.close().await.ok()
-            })
-        })
-        .join();
+        clean_up_blocking(Some(self.name.clone()), None);
     }
 }
 
@@ -305,17 +286,7 @@ struct RedisKeys(String);
 
 impl Drop for RedisKeys {
     fn drop(&mut self) {
-        let pattern = format!("{{{}}}:*", self.0);
-        let _ = std::thread::spawn(move || {
-            let client = redis::Client::open(redis_url()).ok()?;
-            let mut conn = client.get_connection().ok()?;
-            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).ok()?;
-            if !keys.is_empty() {
-                redis::cmd("DEL").arg(&keys).query::<()>(&mut conn).ok()?;
-            }
-            Some(())
-        })
-        .join();
+        clean_up_blocking(None, Some(self.0.clone()));
     }
 }
 

@@ -98,6 +98,22 @@ pub(crate) async fn take(
     out
 }
 
+/// Each publisher's events (its ids, in the order it published them) arrive in that order.
+pub(crate) fn assert_each_publisher_in_order(
+    received: &[Event],
+    published: &[Vec<String>],
+    tail: &str,
+) {
+    for mine in published {
+        let order: Vec<&String> = received
+            .iter()
+            .map(|e| &e.id)
+            .filter(|id| mine.contains(id))
+            .collect();
+        assert_eq!(order, mine.iter().collect::<Vec<_>>(), "{tail}");
+    }
+}
+
 /// Nothing but heartbeats arrives for `QUIET`.
 pub(crate) async fn assert_no_more(tail: &mut Streaming<SubscribeResponse>) {
     if let Some(event) = event_by(tail, Instant::now() + QUIET).await {
@@ -272,15 +288,7 @@ async fn catch_up_then_live_without_gap_or_duplicate(backend: Backend) {
     for ids in &published {
         assert!(ids.iter().all(|id| seen.contains(id)));
     }
-    // Each publisher's events arrive in the order it published them.
-    for mine in &published {
-        let order: Vec<&String> = received
-            .iter()
-            .map(|e| &e.id)
-            .filter(|id| mine.contains(id))
-            .collect();
-        assert_eq!(order, mine.iter().collect::<Vec<_>>());
-    }
+    assert_each_publisher_in_order(&received, &published, "tail");
     assert_complete_in_commit_order(&app, &keys.subscriber, &received).await;
     assert!(received.iter().all(|e| e.tenant_id == "acme"));
 }
