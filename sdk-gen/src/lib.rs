@@ -1,6 +1,8 @@
 //! `sdk-gen` writes the parts of Herald's SDKs that follow from `proto/`: today, each
 //! language's event catalog constants (the RPC stubs come from each language's stock
 //! generator: tonic at build time for Rust, `grpcio-tools` for Python).
+//! [`stubs`] runs the stock generators that work as protoc plugins (TypeScript's
+//! `protoc-gen-es`) on what protox compiles, so their output is checked the same way.
 //!
 //! Generation is a pure function of the `.proto` files, so the same input gives the same
 //! bytes; `--check` compares instead of writing, which is how CI notices a catalog change
@@ -12,6 +14,7 @@ use anyhow::{Context, Result};
 
 pub mod catalog;
 pub mod render;
+pub mod stubs;
 
 /// One file to write, its path relative to the repository root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub struct GeneratedFile {
 /// Everything generated from the `.proto` files under `proto_root`, in a fixed order.
 pub fn generate(proto_root: &Path) -> Result<Vec<GeneratedFile>> {
     let entries = catalog::load(proto_root)?;
-    Ok(vec![
+    let mut files = vec![
         GeneratedFile {
             path: "sdks/rust/src/catalog.rs".into(),
             contents: render::rust::render(&entries),
@@ -36,7 +39,11 @@ pub fn generate(proto_root: &Path) -> Result<Vec<GeneratedFile>> {
             path: "sdks/typescript/src/catalog.ts".into(),
             contents: render::typescript::render(&entries),
         },
-    ])
+    ];
+    // The stubs come from the stock plugin, which lives under the repository root.
+    let root = proto_root.parent().unwrap_or(Path::new("."));
+    files.extend(stubs::typescript::generate(root)?);
+    Ok(files)
 }
 
 /// The files under `root` that are missing or differ from `files`.
@@ -84,15 +91,16 @@ mod tests {
         assert_eq!(a, b);
         let paths: Vec<_> = a.iter().map(|f| f.path.to_str().unwrap()).collect();
         assert_eq!(
-            paths,
+            paths[..3],
             [
                 "sdks/rust/src/catalog.rs",
                 "sdks/python/herald_sdk/catalog.py",
                 "sdks/typescript/src/catalog.ts"
             ]
         );
+        assert!(paths.contains(&"sdks/typescript/src/gen/herald/v1/events_pb.ts"));
         // Every language names every event type.
-        for file in &a {
+        for file in &a[..3] {
             assert!(
                 file.contents.contains("LICENSE_CHECK_IN_REQUIRED_SOON"),
                 "{:?}",

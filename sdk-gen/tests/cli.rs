@@ -12,6 +12,11 @@ fn repo_root() -> PathBuf {
 
 fn sdk_gen(root: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sdk-gen"))
+        // A scratch root has no node_modules: the repository's plugin generates its stubs.
+        .env(
+            sdk_gen::stubs::typescript::PLUGIN_ENV,
+            repo_root().join(sdk_gen::stubs::typescript::PLUGIN),
+        )
         .args(args)
         .arg("--root")
         .arg(root)
@@ -108,4 +113,35 @@ fn bad_arguments_and_broken_protos_exit_2() {
         String::from_utf8_lossy(&out.stderr).contains("broken.proto"),
         "{out:?}"
     );
+}
+
+#[test]
+fn typescript_stubs_are_checked_and_a_missing_plugin_names_the_setup_script() {
+    let dir = scratch();
+    assert!(sdk_gen(dir.path(), &[]).status.success());
+    let stub = dir
+        .path()
+        .join("sdks/typescript/src/gen/herald/v1/endpoints_pb.ts");
+    let edited = std::fs::read_to_string(&stub).unwrap() + "// edited\n";
+    std::fs::write(&stub, edited).unwrap();
+    let out = sdk_gen(dir.path(), &["--check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sdks/typescript/src/gen/herald/v1/endpoints_pb.ts"),
+        "{stderr}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sdk-gen"))
+        .env(
+            sdk_gen::stubs::typescript::PLUGIN_ENV,
+            dir.path().join("no/such/protoc-gen-es"),
+        )
+        .arg("--root")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scripts/setup-typescript-sdk"), "{stderr}");
 }
