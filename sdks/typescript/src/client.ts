@@ -197,7 +197,7 @@ function baseUrl(address: string, tls: boolean): string {
 }
 
 /** What the clients derived from one another share. */
-interface Shared {
+export interface Shared {
   readonly sessions: Http2SessionManager;
   readonly events: Client<typeof EventService>;
   readonly endpoints: Client<typeof EndpointService>;
@@ -235,26 +235,12 @@ export class HeraldClient {
    * A client of Herald at `address` (`http://host:port`, `https://host`, or `host:port`)
    * acting with `apiKey`. It connects at the first call, and reconnects whenever needed.
    */
-  constructor(address: string, apiKey: string, options?: ClientOptions);
-  /** @internal */
-  constructor(shared: Shared, timeoutMs: number | null, tenantId: string | undefined);
-  constructor(
-    first: string | Shared,
-    second: string | number | null,
-    third?: ClientOptions | string,
-  ) {
-    if (typeof first === "string") {
-      const options = (third as ClientOptions | undefined) ?? {};
-      this.#shared = connect(first, second as string, options);
-      this.timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
-      this.tenantId = options.tenantId || undefined;
-      if (this.timeoutMs !== null && !(this.timeoutMs > 0)) {
-        throw HeraldError.invalid("timeoutMs", "must be a positive number of milliseconds or null");
-      }
-    } else {
-      this.#shared = first;
-      this.timeoutMs = second as number | null;
-      this.tenantId = third as string | undefined;
+  constructor(address: string, apiKey: string, options: ClientOptions = {}, /** @internal */ shared?: Shared) {
+    this.#shared = shared ?? connect(address, apiKey, options);
+    this.timeoutMs = options.timeoutMs === undefined ? DEFAULT_TIMEOUT_MS : options.timeoutMs;
+    this.tenantId = options.tenantId || undefined;
+    if (this.timeoutMs !== null && !(this.timeoutMs > 0)) {
+      throw HeraldError.invalid("timeoutMs", "must be a positive number of milliseconds, or null");
     }
     this.endpoints = new Endpoints(this, this.#shared.endpoints);
     this.deliveries = new Deliveries(this, this.#shared.deliveries);
@@ -263,12 +249,12 @@ export class HeraldClient {
 
   /** This client with another deadline per call (the connection is shared). */
   withTimeout(timeoutMs: number | null): HeraldClient {
-    return new HeraldClient(this.#shared, timeoutMs, this.tenantId);
+    return new HeraldClient("", "", { timeoutMs, tenantId: this.tenantId }, this.#shared);
   }
 
   /** This client acting on another tenant by default (for admin keys). */
   withTenant(tenantId: string): HeraldClient {
-    return new HeraldClient(this.#shared, this.timeoutMs, tenantId);
+    return new HeraldClient("", "", { timeoutMs: this.timeoutMs, tenantId }, this.#shared);
   }
 
   /** The retry policy of idempotent calls (and of a tail's reconnections). */
