@@ -196,9 +196,21 @@ function baseUrl(address: string, tls: boolean): string {
   return url;
 }
 
+/** A tail's own HTTP/2 connection (see `Subscription`). */
+export interface TailConnection {
+  readonly events: Client<typeof EventService>;
+  /** Drops the connection: the next call opens a new one. */
+  reset(): void;
+  /** Drops the connection for good. */
+  close(): void;
+}
+
 /** What the clients derived from one another share. */
 export interface Shared {
   readonly sessions: Http2SessionManager;
+  /** A connection of its own for a tail, closed with the client. */
+  readonly openTail: () => TailConnection;
+  readonly tails: Set<TailConnection>;
   readonly events: Client<typeof EventService>;
   readonly endpoints: Client<typeof EndpointService>;
   readonly deliveries: Client<typeof DeliveryService>;
@@ -265,6 +277,9 @@ export class HeraldClient {
   /** Closes the connection: calls and tails in flight fail, later calls reconnect. */
   close(): void {
     this.#shared.sessions.abort();
+    for (const tail of this.#shared.tails) {
+      tail.close();
+    }
   }
 
   /**
@@ -295,7 +310,7 @@ export class HeraldClient {
    * ```
    */
   subscribe(tail: Tail = {}): Subscription {
-    return subscribe(this, this.#shared.events, tail);
+    return subscribe(this, this.#shared.openTail, tail);
   }
 
   /** One event by id. */
@@ -357,19 +372,37 @@ function connect(address: string, apiKey: string, options: ClientOptions): Share
     throw HeraldError.invalid("retry.maxAttempts", "must be at least 1");
   }
   const tls = typeof tlsOption === "object" ? tlsOption : {};
-  // Notices a silently dead connection (a NAT that forgot it) within ~40 s.
-  const sessions = new Http2SessionManager(
-    url,
-    { pingIntervalMs: 30_000, pingTimeoutMs: 10_000 },
-    { ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.servername },
-  );
-  const transport: Transport = createGrpcTransport({
-    baseUrl: url,
-    sessionManager: sessions,
-    interceptors: [retryInterceptor(retry), authInterceptor(`Bearer ${apiKey}`)],
-  });
+  const interceptors = [retryInterceptor(retry), authInterceptor(`Bearer ${apiKey}`)];
+  const session = () =>
+    // Keepalive pings notice a silently dead connection (a NAT that forgot it) within ~40 s.
+    new Http2SessionManager(
+      url,
+      { pingIntervalMs: 30_000, pingTimeoutMs: 10_000 },
+      { ca: tls.ca, cert: tls.cert, key: tls.key, servername: tls.servername },
+    );
+  const sessions = session();
+  const transport: Transport = createGrpcTransport({ baseUrl: url, sessionManager: sessions, interceptors });
+  const tails = new Set<TailConnection>();
+  const openTail = (): TailConnection => {
+    const tailSessions = session();
+    const connection: TailConnection = {
+      events: createClient(
+        EventService,
+        createGrpcTransport({ baseUrl: url, sessionManager: tailSessions, interceptors }),
+      ),
+      reset: () => tailSessions.abort(),
+      close: () => {
+        tails.delete(connection);
+        tailSessions.abort();
+      },
+    };
+    tails.add(connection);
+    return connection;
+  };
   return {
     sessions,
+    openTail,
+    tails,
     events: createClient(EventService, transport),
     endpoints: createClient(EndpointService, transport),
     deliveries: createClient(DeliveryService, transport),

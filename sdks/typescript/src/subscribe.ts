@@ -10,11 +10,11 @@
 
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Client } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 
-import { backoffMs, sleep, type HeraldClient } from "./client.js";
+import { backoffMs, sleep, type HeraldClient, type TailConnection } from "./client.js";
 import { HeraldError } from "./errors.js";
-import type { Event, EventService, SubscribeRequestSchema } from "./gen/herald/v1/events_pb.js";
+import type { Event, SubscribeRequestSchema } from "./gen/herald/v1/events_pb.js";
 
 /**
  * Silence after which a tail's connection is presumed dead and reopened; keep it above the
@@ -68,19 +68,25 @@ function resumable(code: Code): boolean {
   );
 }
 
-/** The events of a tail, in sequence order. Iterate it once. */
+/**
+ * The events of a tail, in sequence order. Iterate it once.
+ *
+ * A tail has an HTTP/2 connection of its own, opened when the iteration starts and closed
+ * when it ends: after a failure it reconnects on a new connection, never on one that may be
+ * the dead path the failure came from, and the client's other calls are not disturbed.
+ */
 export class Subscription implements AsyncIterable<Event> {
   readonly #client: HeraldClient;
-  readonly #stub: Client<typeof EventService>;
+  readonly #openTail: () => TailConnection;
   readonly #tail: Tail;
   readonly #closing = new AbortController();
   #cursor: string | undefined;
   #iterated = false;
 
   /** @internal */
-  constructor(client: HeraldClient, stub: Client<typeof EventService>, tail: Tail) {
+  constructor(client: HeraldClient, openTail: () => TailConnection, tail: Tail) {
     this.#client = client;
-    this.#stub = stub;
+    this.#openTail = openTail;
     this.#tail = tail;
     const start = tail.start;
     if (start !== undefined && typeof start === "object" && "afterCursor" in start) {
@@ -129,6 +135,15 @@ export class Subscription implements AsyncIterable<Event> {
   }
 
   async *#events(): AsyncGenerator<Event, void, undefined> {
+    const tailConnection = this.#openTail();
+    try {
+      yield* this.#follow(tailConnection);
+    } finally {
+      tailConnection.close();
+    }
+  }
+
+  async *#follow(tailConnection: TailConnection): AsyncGenerator<Event, void, undefined> {
     const idleTimeoutMs = this.#tail.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
     const maxReconnects = this.#tail.maxReconnects ?? Infinity;
     const openTimeoutMs = this.#client.timeoutMs;
@@ -171,7 +186,7 @@ export class Subscription implements AsyncIterable<Event> {
       let status: ConnectError;
       try {
         armIdle();
-        const messages = this.#stub.subscribe(this.#request(), {
+        const messages = tailConnection.events.subscribe(this.#request(), {
           ...this.#client.callOptions(false, false),
           signal: connection.signal,
           onHeader: () => clearTimeout(openTimer),
@@ -205,11 +220,13 @@ export class Subscription implements AsyncIterable<Event> {
       if (!resumable(status.code) || failures >= maxReconnects) {
         throw HeraldError.from(status);
       }
+      // Whatever broke (a reset, a silent path, a stalled opening), start afresh.
+      tailConnection.reset();
       failures += 1;
     }
   }
 }
 
-export function subscribe(client: HeraldClient, stub: Client<typeof EventService>, tail: Tail): Subscription {
-  return new Subscription(client, stub, tail);
+export function subscribe(client: HeraldClient, openTail: () => TailConnection, tail: Tail): Subscription {
+  return new Subscription(client, openTail, tail);
 }

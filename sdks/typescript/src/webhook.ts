@@ -80,7 +80,10 @@ export interface WebhookRequest {
 }
 
 /** The request Node's `http` server received, with the body read in full. */
-export function webhookRequestFromNode(request: IncomingMessage, body: Uint8Array | string): WebhookRequest {
+export function webhookRequestFromNode(
+  request: Pick<IncomingMessage, "method" | "url" | "headers">,
+  body: Uint8Array | string,
+): WebhookRequest {
   return {
     method: request.method ?? "POST",
     target: request.url ?? "/",

@@ -25,7 +25,17 @@ import {
   type NewEvent,
   type Subscription,
 } from "../src/index.js";
-import { Proxy, Receiver, WAIT_MS, startHerald, within, type Herald, type TenantKeys } from "./support.js";
+import {
+  Proxy,
+  Receiver,
+  TEST_CERT,
+  TlsTerminator,
+  WAIT_MS,
+  startHerald,
+  within,
+  type Herald,
+  type TenantKeys,
+} from "./support.js";
 
 let herald: Herald;
 const clients: HeraldClient[] = [];
@@ -218,6 +228,40 @@ describe("subscribe", () => {
     }
   });
 
+  it("reopens a connection gone silent past its idle timeout", async () => {
+    const keys = await tenant();
+    const proxy = await Proxy.start(herald.port);
+    const publisher = client(herald.url, keys.publisher);
+    try {
+      // Herald beats every second here: 2.5 s of silence means a dead path.
+      const subscription = client(proxy.url, keys.subscriber).subscribe({ start: "earliest", idleTimeoutMs: 2_500 });
+      const tail = subscription[Symbol.asyncIterator]();
+      const first = (await publisher.publish(license("idle_1"))).event!;
+      assert.equal((await nextEvent(tail)).id, first.id);
+      proxy.freeze();
+      const second = (await publisher.publish(license("idle_2"))).event!;
+      const started = Date.now();
+      assert.equal((await nextEvent(tail)).id, second.id);
+      assert.ok(Date.now() - started >= 2_000, "the event came through a new connection, after the timeout");
+      assert.equal(proxy.accepted, 2);
+      await tail.return!();
+    } finally {
+      await proxy.down();
+    }
+  });
+
+  it("gives up after maxReconnects while Herald stays unreachable", async () => {
+    const keys = await tenant();
+    const proxy = await Proxy.start(herald.port);
+    await proxy.down();
+    const tail = client(proxy.url, keys.subscriber, { retry: { initialBackoffMs: 20, maxBackoffMs: 50 } })
+      .subscribe({ maxReconnects: 3 })
+      [Symbol.asyncIterator]();
+    const error = await rejection(within(tail.next(), WAIT_MS, "the tail's error"));
+    assert.equal(error.code, Code.Unavailable, error.message);
+    assert.equal((await tail.next()).done, true);
+  });
+
   it("starts after a cursor, and ends on an answer that retrying cannot change", async () => {
     const keys = await tenant();
     const publisher = client(herald.url, keys.publisher);
@@ -326,6 +370,25 @@ describe("connection", () => {
     }
   });
 
+  it("speaks TLS with a trusted CA, and refuses an untrusted certificate", async () => {
+    const keys = await tenant();
+    const terminator = await TlsTerminator.start(herald.port);
+    try {
+      const trusting = client(`https://127.0.0.1:${terminator.port}`, keys.publisher, { tls: { ca: TEST_CERT } });
+      assert.equal((await trusting.publish(license("tls_1"))).event?.typeName, "license.created");
+      // A bare host:port means https when TLS settings are given.
+      const bare = client(`localhost:${terminator.port}`, keys.subscriber, { tls: { ca: TEST_CERT } });
+      assert.equal((await bare.listEvents()).events.length, 1);
+
+      // The system's roots do not know the test CA.
+      const untrusting = client(`https://127.0.0.1:${terminator.port}`, keys.subscriber, { retry: { maxAttempts: 1 } });
+      const error = await rejection(untrusting.listEvents());
+      assert.match(error.message, /certificate/i);
+    } finally {
+      await terminator.stop();
+    }
+  });
+
   it("cuts a stalled call at its deadline", async () => {
     const keys = await tenant();
     const proxy = await Proxy.start(herald.port);
@@ -370,7 +433,7 @@ describe("webhooks", () => {
       // Keygen format: both signatures checked, the payload decoded from its JSON string.
       const material = await manager.endpoints.signingMaterial({ id: keygen.id });
       const verifier = WebhookVerifier.fromSigningMaterial(material);
-      const request = webhookRequestFromNode(keygenHook as never, keygenHook.body);
+      const request = webhookRequestFromNode(keygenHook, keygenHook.body);
       const event = verifier.verify(request);
       assert.deepEqual(event.verifiedBy, ["keygen", "standard-webhooks"]);
       assert.equal(event.eventType, "license.created");
@@ -420,7 +483,7 @@ describe("webhooks", () => {
       );
 
       // Standard Webhooks format: `data` is the payload, `webhook-id` the idempotency token.
-      const standardEvent = verifyWebhook(webhookRequestFromNode(standardHook as never, standardHook.body), {
+      const standardEvent = verifyWebhook(webhookRequestFromNode(standardHook, standardHook.body), {
         secrets: [standardMaterial.secret],
       });
       assert.deepEqual(standardEvent.verifiedBy, ["standard-webhooks"]);
@@ -431,7 +494,7 @@ describe("webhooks", () => {
       assert.throws(
         () =>
           verifyWebhook(
-            { ...webhookRequestFromNode(standardHook as never, standardHook.body), body: Buffer.concat([standardHook.body, Buffer.from(" ")]) },
+            { ...webhookRequestFromNode(standardHook, standardHook.body), body: Buffer.concat([standardHook.body, Buffer.from(" ")]) },
             { secrets: [standardMaterial.secret] },
           ),
         (e: unknown) => e instanceof WebhookVerificationError && e.reason === "bad-signature",

@@ -5,12 +5,13 @@
  */
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingHttpHeaders, type Server as HttpServer } from "node:http";
 import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { fileURLToPath } from "node:url";
 
 import { HeraldClient, Role } from "../src/index.js";
@@ -147,6 +148,7 @@ async function stopProcess(child: ChildProcess): Promise<void> {
 export class Proxy {
   #server: Server | undefined;
   readonly #sockets = new Set<Socket>();
+  readonly #pairs: Array<[Socket, Socket]> = [];
   #stall = false;
   port = 0;
   /** Connections accepted so far: a reconnection shows up here. */
@@ -194,6 +196,20 @@ export class Proxy {
     inbound.on("close", () => outbound.destroy());
     inbound.pipe(outbound);
     outbound.pipe(inbound);
+    this.#pairs.push([inbound, outbound]);
+  }
+
+  /**
+   * The open connections stop carrying bytes but stay open, as a path whose NAT forgot
+   * them: only an idle timeout notices. New connections are not affected.
+   */
+  freeze(): void {
+    for (const [inbound, outbound] of this.#pairs.splice(0)) {
+      inbound.unpipe(outbound);
+      outbound.unpipe(inbound);
+      inbound.pause();
+      outbound.pause();
+    }
   }
 
   /** Cuts every open connection (both sides see them close). */
@@ -202,6 +218,7 @@ export class Proxy {
       socket.resetAndDestroy();
     }
     this.#sockets.clear();
+    this.#pairs.length = 0;
   }
 
   /** Stops listening (connections are refused) and cuts the open ones. */
@@ -300,4 +317,45 @@ export function within<T>(promise: Promise<T>, ms: number, what: string): Promis
       timer = setTimeout(() => reject(new Error(`${what}: nothing within ${ms} ms`)), ms);
     }),
   ]);
+}
+
+/** The self-signed certificate (and key) for `localhost` / 127.0.0.1 that the TLS tests trust. */
+export const TEST_CERT = readFileSync(join(REPO_ROOT, "sdks/typescript/test/fixtures/localhost.crt"));
+const TEST_KEY = readFileSync(join(REPO_ROOT, "sdks/typescript/test/fixtures/localhost.key"));
+
+/**
+ * A TLS terminator on 127.0.0.1 in front of Herald's plaintext port: it offers HTTP/2 by
+ * ALPN and passes the decrypted bytes through, so clients speak gRPC over TLS end to end.
+ */
+export class TlsTerminator {
+  private constructor(
+    private readonly server: TlsServer,
+    readonly port: number,
+    private readonly sockets: Set<Socket>,
+  ) {}
+
+  static async start(targetPort: number): Promise<TlsTerminator> {
+    const sockets = new Set<Socket>();
+    const server = createTlsServer({ key: TEST_KEY, cert: TEST_CERT, ALPNProtocols: ["h2"] }, (inbound) => {
+      const outbound = tcpConnect(targetPort, "127.0.0.1");
+      for (const socket of [inbound, outbound]) {
+        sockets.add(socket);
+        socket.on("close", () => sockets.delete(socket));
+      }
+      inbound.on("error", () => outbound.destroy());
+      outbound.on("error", () => inbound.destroy());
+      inbound.pipe(outbound);
+      outbound.pipe(inbound);
+    });
+    // A refused handshake (the untrusting client) is part of the test, not a failure.
+    server.on("tlsClientError", () => {});
+    await new Promise<void>((done) => server.listen(0, "127.0.0.1", () => done()));
+    return new TlsTerminator(server, (server.address() as AddressInfo).port, sockets);
+  }
+
+  /** Stops listening and cuts the open connections (clients still hold theirs). */
+  async stop(): Promise<void> {
+    this.sockets.forEach((socket) => socket.destroy());
+    await new Promise<void>((done) => this.server.close(() => done()));
+  }
 }
