@@ -203,6 +203,8 @@ export interface TailConnection {
   reset(): void;
   /** Drops the connection for good. */
   close(): void;
+  /** Whether `close` was called (by the tail, or by `HeraldClient.close`). */
+  readonly closed: boolean;
 }
 
 /** What the clients derived from one another share. */
@@ -274,7 +276,10 @@ export class HeraldClient {
     return this.#shared.retry;
   }
 
-  /** Closes the connection: calls and tails in flight fail, later calls reconnect. */
+  /**
+   * Closes the connections: calls in flight fail, tails end (their iteration finishes);
+   * later calls reconnect.
+   */
   close(): void {
     this.#shared.sessions.abort();
     for (const tail of this.#shared.tails) {
@@ -385,6 +390,7 @@ function connect(address: string, apiKey: string, options: ClientOptions): Share
   const tails = new Set<TailConnection>();
   const openTail = (): TailConnection => {
     const tailSessions = session();
+    let closed = false;
     const connection: TailConnection = {
       events: createClient(
         EventService,
@@ -392,8 +398,12 @@ function connect(address: string, apiKey: string, options: ClientOptions): Share
       ),
       reset: () => tailSessions.abort(),
       close: () => {
+        closed = true;
         tails.delete(connection);
         tailSessions.abort();
+      },
+      get closed() {
+        return closed;
       },
     };
     tails.add(connection);

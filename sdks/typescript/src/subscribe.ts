@@ -150,7 +150,7 @@ export class Subscription implements AsyncIterable<Event> {
     // Consecutive failures since the last message.
     let failures = 0;
     for (;;) {
-      if (this.#closing.signal.aborted) {
+      if (this.#closing.signal.aborted || tailConnection.closed) {
         return;
       }
       if (failures > 0) {
@@ -202,6 +202,10 @@ export class Subscription implements AsyncIterable<Event> {
             // A slow consumer is not a silent server.
             clearTimeout(idleTimer);
             yield event;
+            // Closed while the consumer held the event: what is buffered stays unread.
+            if (this.#closing.signal.aborted || tailConnection.closed) {
+              return;
+            }
           }
           armIdle();
         }
@@ -214,7 +218,7 @@ export class Subscription implements AsyncIterable<Event> {
         this.#closing.signal.removeEventListener("abort", closeConnection);
         connection.abort();
       }
-      if (this.#closing.signal.aborted) {
+      if (this.#closing.signal.aborted || tailConnection.closed) {
         return;
       }
       if (!resumable(status.code) || failures >= maxReconnects) {

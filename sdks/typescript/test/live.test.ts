@@ -272,6 +272,13 @@ describe("subscribe", () => {
     assert.equal((await nextEvent(tail)).id, second.id);
     await tail.return!();
 
+    // Closing the client ends its tails.
+    const closing = new HeraldClient(herald.url, keys.subscriber);
+    const live = closing.subscribe({ start: "earliest" })[Symbol.asyncIterator]();
+    assert.equal((await nextEvent(live)).id, first.id);
+    closing.close();
+    assert.equal((await within(live.next(), WAIT_MS, "the end of the tail")).done, true);
+
     const bad = subscriber.subscribe({ start: { afterCursor: "not-a-cursor" } })[Symbol.asyncIterator]();
     const error = await rejection(within(bad.next(), WAIT_MS, "the tail's error"));
     assert.equal(error.code, Code.InvalidArgument, error.message);
