@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
-import { Code, DEFAULT_RETRY, HeraldClient, HeraldError, backoffMs } from "../src/index.js";
+import { Code, DEFAULT_RETRY, HeraldClient, HeraldError, backoffMs, catalog, type NewEvent } from "../src/index.js";
 
 function refused(make: () => unknown, field: string) {
   assert.throws(make, (e: unknown) => {
@@ -56,5 +56,17 @@ describe("client settings", () => {
     } finally {
       client.close();
     }
+  });
+});
+
+describe("typing", () => {
+  it("accepts catalog constants and names, and refuses a misspelt type at compile time", () => {
+    const events: NewEvent[] = [
+      { type: catalog.LICENSE_CREATED, payload: {} },
+      { type: "license.check-in-required-soon", payload: {} },
+      // @ts-expect-error a type outside the catalog does not compile (tsc fails if it does)
+      { type: "license.creatd", payload: {} },
+    ];
+    assert.equal(events.length, 3);
   });
 });

@@ -17,6 +17,7 @@ import {
   WebhookVerificationError,
   WebhookVerifier,
   catalog,
+  proto,
   resourceEvent,
   verifyWebhook,
   webhookRequestFromNode,
@@ -36,6 +37,8 @@ import {
   type Herald,
   type TenantKeys,
 } from "./support.js";
+
+const { PayloadShape } = proto;
 
 let herald: Herald;
 const clients: HeraldClient[] = [];
@@ -169,6 +172,26 @@ describe("publish", () => {
     assert.equal((await rejection(stranger.publish(license("x")))).code, Code.Unauthenticated);
     const subscriber = client(herald.url, keys.subscriber);
     assert.equal((await rejection(subscriber.publish(license("x")))).code, Code.PermissionDenied);
+  });
+});
+
+describe("catalog", () => {
+  it("is the server's catalog", async () => {
+    const keys = await tenant();
+    const served = (await client(herald.url, keys.subscriber).listEventTypes({ pageSize: 1000 })).eventTypes;
+    assert.equal(served.length, catalog.ALL.length);
+    served.forEach((server, i) => {
+      const sdk = catalog.ALL[i]!;
+      assert.equal(server.name, sdk.name);
+      assert.equal(server.type, sdk.value);
+      assert.equal(server.trigger, sdk.trigger);
+      assert.equal(server.payload, sdk.payload);
+      assert.equal(server.resourceType, sdk.resourceType);
+      assert.equal(server.shape, sdk.shape === "list" ? PayloadShape.LIST : PayloadShape.OBJECT);
+      assert.deepEqual(server.alsoAccepts, sdk.alsoAccepts);
+    });
+    assert.equal(catalog.byName("license.created"), catalog.LICENSE_CREATED);
+    assert.equal(catalog.byValue(catalog.LICENSE_CREATED.value), catalog.LICENSE_CREATED);
   });
 });
 
