@@ -1,0 +1,1 @@
+"""Herald's Python SDK."""
