@@ -155,6 +155,23 @@ class _Connection:
             return grpc.insecure_channel(self.target, options=self.options)
         return grpc.secure_channel(self.target, self.credentials, options=self.options)
 
+    def private_events(self, aio: bool) -> Tuple[Any, Any]:
+        """A new channel of its own (``grpc.use_local_subchannel_pool``: not even the TCP
+        connection is shared) and its ``EventService`` stub. A tail whose connection went
+        silent reopens on one: the shared channel would put it on the same dead connection
+        until keepalive gives up on it."""
+        options = [*self.options, ("grpc.use_local_subchannel_pool", 1)]
+        if aio:
+            if self.credentials is None:
+                channel = grpc.aio.insecure_channel(self.target, options=options)
+            else:
+                channel = grpc.aio.secure_channel(self.target, self.credentials, options=options)
+        elif self.credentials is None:
+            channel = grpc.insecure_channel(self.target, options=options)
+        else:
+            channel = grpc.secure_channel(self.target, self.credentials, options=options)
+        return channel, events_pb2_grpc.EventServiceStub(channel)
+
     def aio_events(self) -> Any:
         """The asyncio ``EventService`` stub of the running event loop (an asyncio channel
         belongs to the loop that made it, so another loop gets its own)."""

@@ -163,6 +163,9 @@ class Subscription:
         self._call: Any = None
         self._watchdog: Optional[_Watchdog] = None
         self._acall: Any = None
+        # After an idle timeout: the tail's own channel, and whether it is an asyncio one.
+        self._private: Any = None
+        self._private_aio = False
 
     @property
     def cursor(self) -> Optional[str]:
@@ -201,7 +204,7 @@ class Subscription:
             if self._call is None:
                 if self._failures:
                     time.sleep(self._client.retry_policy.backoff(self._failures))
-                stub = self._client._conn.stubs["events"]
+                stub = self._private[1] if self._private else self._client._conn.stubs["events"]
                 # No deadline on the call: it would end the tail, not just its opening.
                 self._call = stub.Subscribe(self._request, metadata=self._client._conn.metadata)
                 self._watchdog = _Watchdog(self._call, self._idle)
@@ -217,6 +220,7 @@ class Subscription:
                         grpc.StatusCode.UNAVAILABLE,
                         "the tail went silent past its idle timeout",
                     )
+                    self._replace_channel()
                 else:
                     code, details = error.code(), error.details() or ""
             else:
@@ -228,6 +232,23 @@ class Subscription:
                 continue
             self._drop_sync()
             self._failed(code, details)
+
+    def _replace_channel(self) -> None:
+        """Moves the tail to a channel of its own (see ``_Connection.private_events``)."""
+        old, old_aio = self._private, self._private_aio
+        self._private, self._private_aio = self._client._conn.private_events(False), False
+        if old is not None and not old_aio:
+            old[0].close()
+
+    async def _replace_channel_async(self) -> None:
+        old, old_aio = self._private, self._private_aio
+        self._private = self._client._conn.private_events(True)
+        self._private_aio = True
+        if old is not None:
+            if old_aio:
+                await old[0].close()
+            else:
+                old[0].close()
 
     def _drop_sync(self) -> None:
         if self._watchdog is not None:
@@ -244,6 +265,9 @@ class Subscription:
         if self._acall is not None:
             self._acall.cancel()
             self._acall = None
+        if self._private is not None and not self._private_aio:
+            self._private[0].close()
+            self._private = None
 
     def __enter__(self) -> "Subscription":
         return self
@@ -263,7 +287,10 @@ class Subscription:
             if self._acall is None:
                 if self._failures:
                     await asyncio.sleep(self._client.retry_policy.backoff(self._failures))
-                stub = self._client._conn.aio_events()
+                if self._private and self._private_aio:
+                    stub = self._private[1]
+                else:
+                    stub = self._client._conn.aio_events()
                 self._acall = stub.Subscribe(self._request, metadata=self._client._conn.metadata)
             try:
                 message = await asyncio.wait_for(self._acall.read(), self._idle)
@@ -272,6 +299,9 @@ class Subscription:
                     grpc.StatusCode.UNAVAILABLE,
                     "the tail went silent past its idle timeout",
                 )
+                self._acall.cancel()
+                self._acall = None
+                await self._replace_channel_async()
             except grpc.aio.AioRpcError as error:
                 code, details = error.code(), error.details() or ""
             else:
@@ -282,19 +312,23 @@ class Subscription:
                     if event is not None:
                         return event
                     continue
-            self._acall.cancel()
-            self._acall = None
+            if self._acall is not None:
+                self._acall.cancel()
+                self._acall = None
             self._failed(code, details)
 
     async def aclose(self) -> None:
         """Ends the tail; ``async for`` stops."""
         self.close()
+        if self._private is not None:
+            await self._private[0].close()
+            self._private = None
 
     async def __aenter__(self) -> "Subscription":
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        self.close()
+        await self.aclose()
 
 
 def subscribe(client: "Client", tail: Optional[Tail] = None) -> Subscription:

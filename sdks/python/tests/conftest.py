@@ -153,7 +153,7 @@ def tenant(herald: Herald) -> TenantKeys:
 
 class Proxy:
     """A TCP proxy on 127.0.0.1 in front of ``target``. ``drop()`` cuts the open
-    connections; ``refuse(n)`` closes the next ``n`` connections at once; ``stall()``
+    connections; ``freeze()`` silences them; ``refuse(n)`` closes the next ``n`` connections at once; ``stall()``
     makes new connections hang without an answer."""
 
     def __init__(self, target: str) -> None:
@@ -163,6 +163,7 @@ class Proxy:
         self.addr = "127.0.0.1:%d" % self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: List[socket.socket] = []
+        self._flows: List[threading.Event] = []
         self._refuse = 0
         self._stall = False
         self.accepted = 0
@@ -193,16 +194,21 @@ class Proxy:
             except OSError:
                 conn.close()
                 continue
+            frozen = threading.Event()
             with self._lock:
                 self._open.append(upstream)
+                self._flows.append(frozen)
             for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, frozen), daemon=True).start()
 
     @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(src: socket.socket, dst: socket.socket, frozen: threading.Event) -> None:
         try:
             while True:
                 data = src.recv(65536)
+                if frozen.is_set():
+                    # A path that went silent: bytes vanish, the connection stays open.
+                    continue
                 if not data:
                     break
                 dst.sendall(data)
@@ -223,6 +229,13 @@ class Proxy:
             except OSError:
                 pass
             s.close()
+
+    def freeze(self) -> None:
+        """The open connections stop carrying anything (new ones work)."""
+        with self._lock:
+            flows, self._flows = self._flows, []
+        for frozen in flows:
+            frozen.set()
 
     def refuse(self, n: int) -> None:
         with self._lock:

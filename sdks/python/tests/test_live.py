@@ -161,6 +161,49 @@ async def test_async_live_tail_sees_new_events_and_resumes_from_a_saved_cursor(t
     await subscriber.aclose()
 
 
+def test_sync_tail_abandons_a_silent_connection(tenant, proxy):
+    publisher = tenant.client(tenant.publisher)
+    subscriber = tenant.client(tenant.subscriber, proxy.url)
+    sent = published_ids(publisher, 0, 2)
+    received = []
+    started = None
+    with subscriber.subscribe(Tail.earliest(idle_timeout=2)) as events:
+        for event in events:
+            received.append(event.id)
+            if len(received) == 2:
+                proxy.freeze()
+                sent += published_ids(publisher, 2, 3)
+                started = time.monotonic()
+            if len(received) == 5:
+                break
+    assert received == sent
+    assert proxy.accepted >= 2
+    # The idle timeout noticed, not keepalive (whose pings take 30 s and more).
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.asyncio
+async def test_async_tail_abandons_a_silent_connection(tenant, proxy):
+    publisher = tenant.client(tenant.publisher)
+    subscriber = tenant.client(tenant.subscriber, proxy.url)
+    sent = published_ids(publisher, 0, 2)
+    received = []
+    started = None
+    async with subscriber.subscribe(Tail.earliest(idle_timeout=2)) as events:
+        async for event in events:
+            received.append(event.id)
+            if len(received) == 2:
+                proxy.freeze()
+                sent += await asyncio.to_thread(published_ids, publisher, 2, 3)
+                started = time.monotonic()
+            if len(received) == 5:
+                break
+    await subscriber.aclose()
+    assert received == sent
+    assert proxy.accepted >= 2
+    assert time.monotonic() - started < 15
+
+
 def test_a_tail_ends_with_an_error_that_retrying_cannot_fix(tenant):
     # A publisher key may not tail: PERMISSION_DENIED ends the iteration, no reconnecting.
     events = tenant.client(tenant.publisher).subscribe(Tail.earliest(idle_timeout=5))
