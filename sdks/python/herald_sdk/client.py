@@ -12,7 +12,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import grpc
 import grpc.aio
@@ -142,7 +142,7 @@ class _Connection:
             if config.server_name:
                 self.options.append(("grpc.ssl_target_name_override", config.server_name))
         self.channel = self._sync_channel()
-        self.stubs = {
+        self.stubs: Dict[str, Any] = {
             "events": events_pb2_grpc.EventServiceStub(self.channel),
             "endpoints": endpoints_pb2_grpc.EndpointServiceStub(self.channel),
             "deliveries": deliveries_pb2_grpc.DeliveryServiceStub(self.channel),
@@ -180,7 +180,9 @@ class _Connection:
             if self.credentials is None:
                 channel = grpc.aio.insecure_channel(self.target, options=self.options)
             else:
-                channel = grpc.aio.secure_channel(self.target, self.credentials, options=self.options)
+                channel = grpc.aio.secure_channel(
+                    self.target, self.credentials, options=self.options
+                )
             self._aio = (loop, channel, events_pb2_grpc.EventServiceStub(channel))
         return self._aio[2]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Union, cast
 
 from ._proto.herald.v1 import events_pb2
 from .catalog import EventTypeInfo
@@ -65,9 +65,12 @@ class NewEvent:
             try:
                 payload_json = json.dumps(self.payload, separators=(",", ":"), allow_nan=False)
             except (TypeError, ValueError) as e:
-                raise InvalidArgumentError("payload", f"cannot be serialised to JSON: {e}") from None
+                raise InvalidArgumentError(
+                    "payload", f"cannot be serialised to JSON: {e}"
+                ) from None
         request = events_pb2.PublishRequest(
-            type=self.event_type.value,
+            # The enum's number: the .pyi types the field by its generated enum.
+            type=cast(Any, self.event_type.value),
             payload_json=payload_json,
             idempotency_key=self.idempotency_key or "",
             environment=self.environment or "",

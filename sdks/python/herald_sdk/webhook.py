@@ -106,7 +106,9 @@ def _public_key(key: str) -> Ed25519PublicKey:
         try:
             loaded = serialization.load_pem_public_key(key.encode())
         except ValueError:
-            raise WebhookVerificationError("invalid_key", "public key: unreadable PEM block") from None
+            raise WebhookVerificationError(
+                "invalid_key", "public key: unreadable PEM block"
+            ) from None
         if not isinstance(loaded, Ed25519PublicKey):
             raise WebhookVerificationError("invalid_key", "public key: not an Ed25519 PUBLIC KEY")
         return loaded
@@ -124,12 +126,14 @@ def _public_key(key: str) -> Ed25519PublicKey:
 def _secret(secret: str) -> bytes:
     encoded = secret.strip()
     if encoded.startswith("whsec_"):
-        encoded = encoded[len("whsec_"):]
+        encoded = encoded[len("whsec_") :]
     try:
         # The decode error would name a byte of the secret: replaced by a fixed message.
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise WebhookVerificationError("invalid_key", "secret: not `whsec_` followed by base64") from None
+        raise WebhookVerificationError(
+            "invalid_key", "secret: not `whsec_` followed by base64"
+        ) from None
     if not key:
         raise WebhookVerificationError("invalid_key", "secret: empty")
     return key
@@ -157,13 +161,17 @@ def _signature_params(value: str) -> Dict[str, str]:
         m = _PAIR.match(pair)
         if not m:
             raise WebhookVerificationError(
-                "malformed", 'malformed `keygen-signature` header: expected key="value" pairs', "keygen-signature"
+                "malformed",
+                'malformed `keygen-signature` header: expected key="value" pairs',
+                "keygen-signature",
             )
         params[m.group(1).lower()] = m.group(2)
     for required in ("keyid", "algorithm", "signature", "headers"):
         if required not in params:
             raise WebhookVerificationError(
-                "malformed", f"malformed `keygen-signature` header: no `{required}`", "keygen-signature"
+                "malformed",
+                f"malformed `keygen-signature` header: no `{required}`",
+                "keygen-signature",
             )
     return params
 
@@ -205,7 +213,9 @@ class WebhookVerifier:
         )
 
     @classmethod
-    def from_signing_material(cls, material: Any, tolerance: float = DEFAULT_TOLERANCE) -> "WebhookVerifier":
+    def from_signing_material(
+        cls, material: Any, tolerance: float = DEFAULT_TOLERANCE
+    ) -> "WebhookVerifier":
         """Everything an endpoint's ``signing_material`` gives: its secret (and the previous
         one during a rotation), the tenant's public key and key id."""
         return cls(
@@ -292,12 +302,16 @@ class WebhookVerifier:
             if sep and alg.lower() == "sha-256" and hmac.compare_digest(value, expected):
                 matches = True
         if not matches:
-            raise WebhookVerificationError("digest_mismatch", "the body does not match the `digest` header", "digest")
+            raise WebhookVerificationError(
+                "digest_mismatch", "the body does not match the `digest` header", "digest"
+            )
         date = _header(headers, "date")
         try:
             sent = parsedate_to_datetime(date).timestamp()
         except (TypeError, ValueError, IndexError):
-            raise WebhookVerificationError("malformed", "malformed `date` header: not an HTTP date", "date") from None
+            raise WebhookVerificationError(
+                "malformed", "malformed `date` header: not an HTTP date", "date"
+            ) from None
         self._check_age("date", sent, now)
 
         lines = []
@@ -356,7 +370,9 @@ class WebhookVerifier:
             expected = hmac.new(secret, signed, hashlib.sha256).digest()
             if any(hmac.compare_digest(expected, c) for c in candidates):
                 return
-        raise WebhookVerificationError("bad_signature", "webhook-signature signature does not match", "webhook-signature")
+        raise WebhookVerificationError(
+            "bad_signature", "webhook-signature signature does not match", "webhook-signature"
+        )
 
     def _check_age(self, header: str, sent: float, now: float) -> None:
         distance = abs(now - sent)
@@ -374,7 +390,9 @@ def _header(headers: Dict[str, str], name: str) -> str:
     return headers[name]
 
 
-def _parse_body(body: bytes, headers: Dict[str, str], verified_by: Tuple[Scheme, ...]) -> WebhookEvent:
+def _parse_body(
+    body: bytes, headers: Dict[str, str], verified_by: Tuple[Scheme, ...]
+) -> WebhookEvent:
     def fail(message: str) -> WebhookVerificationError:
         return WebhookVerificationError("body", f"body: {message}")
 
@@ -401,8 +419,9 @@ def _parse_body(body: bytes, headers: Dict[str, str], verified_by: Tuple[Scheme,
             payload = json.loads(payload_text)
         except ValueError as e:
             raise fail(f"`data.attributes.payload` is not JSON: {e}") from None
-        meta = data.get("meta") if isinstance(data.get("meta"), dict) else {}
-        account = (((data.get("relationships") or {}).get("account") or {}).get("data") or {})
+        meta_raw = data.get("meta")
+        meta: Dict[str, Any] = meta_raw if isinstance(meta_raw, dict) else {}
+        account = ((data.get("relationships") or {}).get("account") or {}).get("data") or {}
         return WebhookEvent(
             verified_by=verified_by,
             event_type=text(attributes.get("event"), "data.attributes.event"),

@@ -37,10 +37,15 @@ def test_backoff_doubles_within_bounds():
 
 
 def test_events_are_typed_by_the_catalog():
-    event = NewEvent.resource(catalog.LICENSE_CREATED, "lic_1", {"maxMachines": 5}, idempotency_key="k")
+    event = NewEvent.resource(
+        catalog.LICENSE_CREATED, "lic_1", {"maxMachines": 5}, idempotency_key="k"
+    )
     request = event.to_request()
     assert request.type == catalog.LICENSE_CREATED.value
-    assert request.payload_json == '{"data":{"id":"lic_1","type":"licenses","attributes":{"maxMachines":5}}}'
+    assert (
+        request.payload_json
+        == '{"data":{"id":"lic_1","type":"licenses","attributes":{"maxMachines":5}}}'
+    )
     # The attach/detach events carry a list of resources.
     listed = NewEvent.resource(catalog.LICENSE_ENTITLEMENTS_ATTACHED, "ent_1", {}).to_request()
     assert '"data":[{' in listed.payload_json

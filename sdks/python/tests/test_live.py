@@ -10,7 +10,9 @@ import time
 import grpc
 import pytest
 
+from conftest import ADMIN_KEY, wait_until
 from herald_sdk import (
+    Client,
     HeraldError,
     InvalidArgumentError,
     NewEvent,
@@ -27,7 +29,9 @@ from herald_sdk import (
 
 
 def license(i: int, **options) -> NewEvent:
-    return NewEvent.resource(catalog.LICENSE_CREATED, f"lic_{i}", {"name": f"license lic_{i}"}, **options)
+    return NewEvent.resource(
+        catalog.LICENSE_CREATED, f"lic_{i}", {"name": f"license lic_{i}"}, **options
+    )
 
 
 def test_publish_single_and_batch(tenant):
@@ -92,7 +96,10 @@ def test_bad_input_gives_a_clear_error(tenant):
 
 
 def published_ids(publisher, first: int, count: int):
-    return [r.event.id for r in publisher.publish_batch([license(i) for i in range(first, first + count)])]
+    return [
+        r.event.id
+        for r in publisher.publish_batch([license(i) for i in range(first, first + count)])
+    ]
 
 
 def test_sync_tail_resumes_across_dropped_connections(tenant, proxy):
@@ -248,7 +255,9 @@ def test_a_stalled_server_hits_the_deadline(tenant, proxy):
 
 def test_endpoint_crud(tenant, receiver):
     endpoints = tenant.client(tenant.manager).endpoints
-    created = endpoints.create(url=receiver.url("/hooks"), filters=["license.*"], description="crud")
+    created = endpoints.create(
+        url=receiver.url("/hooks"), filters=["license.*"], description="crud"
+    )
     endpoint = created.endpoint
     assert created.secret.startswith("whsec_") and endpoint.enabled
     assert endpoints.get(id=endpoint.id).description == "crud"
@@ -285,7 +294,10 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
     standard = endpoints.create(
         url=receiver.url("/hooks/standard"),
         filters=["license.created"],
-        signing={"format": pb.WEBHOOK_FORMAT_STANDARD, "schemes": [pb.SIGNATURE_SCHEME_STANDARD_WEBHOOKS]},
+        signing={
+            "format": pb.WEBHOOK_FORMAT_STANDARD,
+            "schemes": [pb.SIGNATURE_SCHEME_STANDARD_WEBHOOKS],
+        },
     ).endpoint
 
     tenant.client(tenant.publisher).publish(license(7))
@@ -311,7 +323,10 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
     with tenant.herald.admin() as admin:
         public_key = admin.admin.get_tenant(id=tenant.tenant_id).public_key
     keygen_only = verify_webhook(
-        keygen_hook.body, keygen_hook.headers, target=keygen_hook.target, keygen_public_key=public_key
+        keygen_hook.body,
+        keygen_hook.headers,
+        target=keygen_hook.target,
+        keygen_public_key=public_key,
     )
     assert keygen_only.verified_by == (Scheme.KEYGEN,)
 
@@ -326,12 +341,16 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
     keygen_key_only = WebhookVerifier(keygen_public_key=public_key)
     assert rejected(keygen_key_only, body=tampered) == "digest_mismatch"
     assert rejected(verifier, now=time.time() + 600) == "outside_tolerance"
-    standard_verifier = WebhookVerifier.from_signing_material(endpoints.signing_material(id=standard.id))
+    standard_verifier = WebhookVerifier.from_signing_material(
+        endpoints.signing_material(id=standard.id)
+    )
     without_keygen = [(k, v) for k, v in keygen_hook.headers if k.lower() != "keygen-signature"]
     assert rejected(standard_verifier, headers=without_keygen) == "bad_signature"
 
     # Standard Webhooks format: `data` is the payload, `webhook-id` the idempotency token.
-    event = standard_verifier.verify(standard_hook.body, standard_hook.headers, target=standard_hook.target)
+    event = standard_verifier.verify(
+        standard_hook.body, standard_hook.headers, target=standard_hook.target
+    )
     assert event.verified_by == (Scheme.STANDARD_WEBHOOKS,)
     assert event.event_type == "license.created"
     assert event.data["attributes"]["name"] == "license lic_7"
@@ -340,6 +359,64 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
     # A tampered Standard Webhooks body is refused too.
     with pytest.raises(WebhookVerificationError) as e:
         standard_verifier.verify(
-            standard_hook.body.replace(b"lic_7", b"lic_8"), standard_hook.headers, target=standard_hook.target
+            standard_hook.body.replace(b"lic_7", b"lic_8"),
+            standard_hook.headers,
+            target=standard_hook.target,
         )
     assert e.value.kind == "bad_signature"
+
+
+def test_tenants_and_keys_through_an_admin_client(herald, receiver):
+    admin = herald.admin().admin
+    tenant = admin.create_tenant(id="py-admin-" + str(int(time.time() * 1000)), name="Admin test")
+    assert len(bytes.fromhex(tenant.public_key)) == 32
+    assert tenant.id in [t.id for t in admin.list_tenants(page_size=1000).tenants]
+
+    # An admin client with a default tenant fills it into every tenant-scoped request.
+    acting = herald.admin().with_tenant(tenant.id)
+    published = acting.publish(license(1))
+    assert published.event.tenant_id == tenant.id
+    endpoint = acting.endpoints.create(url=receiver.url("/hooks"), filters=["license.*"]).endpoint
+    assert endpoint.tenant_id == tenant.id
+
+    created = admin.create_api_key(tenant_id=tenant.id, role=pb.ROLE_SUBSCRIBER, name="reader")
+    assert created.secret.startswith("hrk_") and created.api_key.role == pb.ROLE_SUBSCRIBER
+    reader = Client(herald.url, created.secret)
+    assert [e.id for e in reader.events.list().events] == [published.event.id]
+    assert created.api_key.id in [k.id for k in admin.list_api_keys(tenant_id=tenant.id).api_keys]
+
+    revoked = admin.revoke_api_key(id=created.api_key.id)
+    assert revoked.HasField("revoked_at")
+    with pytest.raises(HeraldError) as e:
+        reader.events.list()
+    assert e.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+    admin.delete_tenant(id=tenant.id)
+    with pytest.raises(HeraldError) as e:
+        admin.get_tenant(id=tenant.id)
+    assert e.value.code == grpc.StatusCode.NOT_FOUND
+    assert ADMIN_KEY not in repr(acting)
+
+
+def test_the_delivery_log(tenant, receiver):
+    manager = tenant.client(tenant.manager)
+    endpoint = manager.endpoints.create(
+        url=receiver.url("/log"), filters=["license.created"]
+    ).endpoint
+    event = tenant.client(tenant.publisher).publish(license(1)).event
+    receiver.next()
+
+    def succeeded():
+        found = manager.deliveries.list(endpoint_id=endpoint.id).deliveries
+        return found if found and found[0].status == pb.DELIVERY_STATUS_DELIVERED else None
+
+    delivery = wait_until(succeeded)[0]
+    assert delivery.event_id == event.id
+    assert manager.deliveries.get(id=delivery.id).endpoint_id == endpoint.id
+    attempts = manager.deliveries.list_attempts(delivery_id=delivery.id).attempts
+    assert len(attempts) == 1 and attempts[0].succeeded
+
+    # A retry is a new delivery with the same idempotency token: the receiver sees it again.
+    again = manager.deliveries.retry(id=delivery.id)
+    assert again.id != delivery.id and again.idempotency_token == delivery.idempotency_token
+    assert again.id.encode() in receiver.next().body

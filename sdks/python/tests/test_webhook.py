@@ -24,7 +24,11 @@ SIGNATURE = "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
 
 
 def standard_headers(msg_id=MSG_ID, timestamp=TIMESTAMP, signature=SIGNATURE):
-    return {"webhook-id": msg_id, "webhook-timestamp": str(timestamp), "webhook-signature": signature}
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature,
+    }
 
 
 def verify_standard(body, headers, now=TIMESTAMP, secrets=(SECRET,)):
@@ -58,7 +62,7 @@ def test_standard_webhooks_test_vector():
 
 
 def sign_standard(secret, msg_id, timestamp, body):
-    key = base64.b64decode(secret[len("whsec_"):])
+    key = base64.b64decode(secret[len("whsec_") :])
     mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
     return "v1," + base64.b64encode(mac).decode()
 
@@ -108,7 +112,9 @@ def keygen_request(key, body, date, target="/hooks?x=1", key_id="acct-1", host="
 def test_keygen_signatures():
     key = Ed25519PrivateKey.from_private_bytes(bytes([7] * 32))
     public = key.public_key()
-    public_hex = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    public_hex = public.public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    ).hex()
     payload = '{"data":{"id":"lic_1","type":"licenses","attributes":{}}}'
     body = json.dumps(
         {
@@ -140,8 +146,13 @@ def test_keygen_signatures():
     assert event.payload["data"]["id"] == "lic_1"
 
     # The same key as PEM, through the one-call helper.
-    pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    assert verify_webhook(body, headers, target="/hooks?x=1", keygen_public_key=pem, now=now).tenant_id == "acct-1"
+    pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    assert (
+        verify_webhook(body, headers, target="/hooks?x=1", keygen_public_key=pem, now=now).tenant_id
+        == "acct-1"
+    )
 
     def kind(**changes):
         args = dict(body=body, headers=headers, target="/hooks?x=1", now=now)
@@ -158,12 +169,15 @@ def test_keygen_signatures():
     other = Ed25519PrivateKey.from_private_bytes(bytes([8] * 32)).public_key()
     other_hex = other.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
     assert kind(verifier=WebhookVerifier(keygen_public_key=other_hex)) == "bad_signature"
-    assert kind(verifier=WebhookVerifier(keygen_public_key=public_hex, keygen_key_id="acct-2")) == "wrong_key_id"
+    assert (
+        kind(verifier=WebhookVerifier(keygen_public_key=public_hex, keygen_key_id="acct-2"))
+        == "wrong_key_id"
+    )
     # A verifier without a Keygen key has nothing to check here.
     assert kind(verifier=WebhookVerifier(secrets=[SECRET])) == "no_signature"
     # A signature that leaves the body out is not accepted.
     unsigned_digest = dict(headers)
-    unsigned_digest["Keygen-Signature"] = headers["Keygen-Signature"].replace(" digest\"", "\"")
+    unsigned_digest["Keygen-Signature"] = headers["Keygen-Signature"].replace(' digest"', '"')
     assert kind(headers=unsigned_digest) == "malformed"
 
 
@@ -178,7 +192,11 @@ def test_bad_keys_are_refused_without_echoing_them():
     with pytest.raises(WebhookVerificationError) as e:
         WebhookVerifier(secrets=["whsec_s3cr3t!!"])
     assert "s3cr3t" not in str(e.value) and e.value.kind == "invalid_key"
-    for bad in (dict(secrets=["whsec_"]), dict(keygen_public_key="abcd"), dict(keygen_public_key="zz")):
+    for bad in (
+        dict(secrets=["whsec_"]),
+        dict(keygen_public_key="abcd"),
+        dict(keygen_public_key="zz"),
+    ):
         with pytest.raises(WebhookVerificationError):
             WebhookVerifier(**bad)
 
@@ -188,4 +206,3 @@ def test_hosts_lose_their_port():
     assert host_without_port("example.com") == "example.com"
     assert host_without_port("[::1]:8080") == "[::1]"
     assert host_without_port("127.0.0.1:80") == "127.0.0.1"
-
