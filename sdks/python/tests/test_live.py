@@ -5,6 +5,7 @@ deadlines, and the verification of real webhooks received over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import grpc
@@ -147,24 +148,49 @@ async def test_async_live_tail_sees_new_events_and_resumes_from_a_saved_cursor(t
     subscriber = tenant.client(tenant.subscriber)
     before = published_ids(publisher, 0, 2)
     events = subscriber.subscribe(Tail.live(filters=["license.created"]))
-    # Published once the tail is open (its first heartbeat arrives within a second).
-    loop = asyncio.get_running_loop()
-    later = loop.run_in_executor(None, lambda: (time.sleep(1.5), published_ids(publisher, 2, 3))[1])
+    # A live tail sees what is published once it is open: publish one event at a time until
+    # it has seen three, then check they are consecutive ones, in order.
+    sent = []
+    stop = threading.Event()
+
+    def publish_slowly():
+        for i in range(2, 200):
+            if stop.is_set():
+                return
+            sent.extend(published_ids(publisher, i, 1))
+            time.sleep(0.1)
+
+    publishing = asyncio.get_running_loop().run_in_executor(None, publish_slowly)
     received = []
-    async for event in events:
-        received.append(event.id)
-        if len(received) == 3:
-            break
+    last_cursor = None
+
+    async def read_three():
+        nonlocal last_cursor
+        async for event in events:
+            received.append(event.id)
+            last_cursor = event.cursor
+            if len(received) == 3:
+                return
+
+    await asyncio.wait_for(read_three(), 30)
+    stop.set()
+    await publishing
     await events.aclose()
-    assert received == await later and not set(received) & set(before)
+    first = sent.index(received[0])
+    assert received == sent[first : first + 3]
+    assert not set(received) & set(before)
+
     # A saved cursor resumes after it, in a new subscription.
-    assert events.cursor
+    assert events.cursor == last_cursor
+    expected = sent[first + 3 :] + published_ids(publisher, 300, 2)
     resumed = subscriber.subscribe(Tail.after(events.cursor, idle_timeout=5))
-    rest = published_ids(publisher, 5, 1)
+    after = []
     async for event in resumed:
-        assert event.id == rest[0]
-        break
+        after.append(event.id)
+        if len(after) == len(expected):
+            break
     await resumed.aclose()
+    assert after == expected
     await subscriber.aclose()
 
 
