@@ -119,26 +119,28 @@ def payload_of(event: events_pb2.Event) -> Any:
 
 
 class _Watchdog(threading.Thread):
-    """Cancels a sync call that stays silent past the idle timeout: one thread per open
+    """Cancels a sync call that stays silent past the idle timeout while the subscription
+    waits on it (time the caller spends on an event does not count): one thread per open
     connection, woken only when the deadline it last saw may have passed."""
 
     def __init__(self, call: Any, idle_timeout: float) -> None:
         super().__init__(name="herald-tail-watchdog", daemon=True)
         self._call = call
         self._idle = idle_timeout
-        self._last = time.monotonic()
+        self._since: Optional[float] = None  # when the current wait began
         self._stop = threading.Event()
         self.fired = False
 
-    def touch(self) -> None:
-        self._last = time.monotonic()
+    def waiting(self, yes: bool) -> None:
+        self._since = time.monotonic() if yes else None
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> None:
         while True:
-            wait = self._last + self._idle - time.monotonic()
+            since = self._since
+            wait = self._idle if since is None else since + self._idle - time.monotonic()
             if wait <= 0:
                 self.fired = True
                 self._call.cancel()
@@ -210,6 +212,8 @@ class Subscription:
                 self._watchdog = _Watchdog(self._call, self._idle)
                 self._watchdog.start()
             watchdog = self._watchdog
+            if watchdog is not None:
+                watchdog.waiting(True)
             try:
                 message = next(self._call)
             except StopIteration:
@@ -225,7 +229,7 @@ class Subscription:
                     code, details = error.code(), error.details() or ""
             else:
                 if watchdog is not None:
-                    watchdog.touch()
+                    watchdog.waiting(False)
                 event = self._received(message)
                 if event is not None:
                     return event

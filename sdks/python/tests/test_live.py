@@ -446,3 +446,20 @@ def test_the_delivery_log(tenant, receiver):
     again = manager.deliveries.retry(id=delivery.id)
     assert again.id != delivery.id and again.idempotency_token == delivery.idempotency_token
     assert again.id.encode() in receiver.next().body
+
+
+def test_time_spent_on_an_event_is_not_silence(tenant, proxy):
+    # The caller takes longer than the idle timeout over each event: the tail must not
+    # take that for a dead connection (no reconnection: one connection through the proxy).
+    publisher = tenant.client(tenant.publisher)
+    subscriber = tenant.client(tenant.subscriber, proxy.url)
+    sent = published_ids(publisher, 0, 3)
+    received = []
+    with subscriber.subscribe(Tail.earliest(idle_timeout=1.3)) as events:
+        for event in events:
+            received.append(event.id)
+            if len(received) == 3:
+                break
+            time.sleep(2)
+    assert received == sent
+    assert proxy.accepted == 1
