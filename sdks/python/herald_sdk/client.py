@@ -12,7 +12,18 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 
 import grpc
 import grpc.aio
@@ -59,7 +70,9 @@ class RetryPolicy:
         """The pause before retry number ``retry`` (1 for the first): exponential, capped,
         and drawn from its upper half so that clients cut off together do not return
         together."""
-        full = min(self.initial_backoff * (2 ** min(max(retry - 1, 0), 20)), self.max_backoff)
+        full = min(
+            self.initial_backoff * (2 ** min(max(retry - 1, 0), 20)), self.max_backoff
+        )
         return random.uniform(full / 2, full)
 
 
@@ -90,13 +103,17 @@ def _target(address: str, tls: Union[bool, TlsConfig, None]) -> Tuple[str, bool]
             raise InvalidArgumentError("address", "must start with http:// or https://")
         secure = scheme == "https"
         if tls_chosen and not secure:
-            raise InvalidArgumentError("address", "TLS settings need an https:// address")
+            raise InvalidArgumentError(
+                "address", "TLS settings need an https:// address"
+            )
     else:
         rest, secure = address, tls_chosen
     host = rest.rstrip("/")
     if not host or "/" in host:
         raise InvalidArgumentError("address", "must be host:port, with no path")
-    has_port = host.rsplit(":", 1)[-1].isdigit() and (":" in host) and not host.endswith("]")
+    has_port = (
+        host.rsplit(":", 1)[-1].isdigit() and (":" in host) and not host.endswith("]")
+    )
     if not has_port:
         host = f"{host}:{443 if secure else 80}"
     return host, secure
@@ -116,8 +133,12 @@ class _Connection:
         self.target, secure = _target(address, tls)
         if not api_key or not all(0x20 <= ord(c) <= 0x7E for c in api_key):
             # Never quote the key: say what is wrong with it.
-            raise InvalidArgumentError("api_key", "must be printable ASCII (an `hrk_…` key)")
-        self.metadata: Tuple[Tuple[str, str], ...] = (("authorization", f"Bearer {api_key}"),)
+            raise InvalidArgumentError(
+                "api_key", "must be printable ASCII (an `hrk_…` key)"
+            )
+        self.metadata: Tuple[Tuple[str, str], ...] = (
+            ("authorization", f"Bearer {api_key}"),
+        )
         self.retry = retry
         self.options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -140,7 +161,9 @@ class _Connection:
                 certificate_chain=config.certificate_chain,
             )
             if config.server_name:
-                self.options.append(("grpc.ssl_target_name_override", config.server_name))
+                self.options.append(
+                    ("grpc.ssl_target_name_override", config.server_name)
+                )
         self.channel = self._sync_channel()
         self.stubs: Dict[str, Any] = {
             "events": events_pb2_grpc.EventServiceStub(self.channel),
@@ -148,7 +171,9 @@ class _Connection:
             "deliveries": deliveries_pb2_grpc.DeliveryServiceStub(self.channel),
             "admin": admin_pb2_grpc.AdminServiceStub(self.channel),
         }
-        self._aio: Optional[Tuple[asyncio.AbstractEventLoop, grpc.aio.Channel, Any]] = None
+        self._aio: Optional[Tuple[asyncio.AbstractEventLoop, grpc.aio.Channel, Any]] = (
+            None
+        )
 
     def _sync_channel(self) -> grpc.Channel:
         if self.credentials is None:
@@ -165,11 +190,15 @@ class _Connection:
             if self.credentials is None:
                 channel = grpc.aio.insecure_channel(self.target, options=options)
             else:
-                channel = grpc.aio.secure_channel(self.target, self.credentials, options=options)
+                channel = grpc.aio.secure_channel(
+                    self.target, self.credentials, options=options
+                )
         elif self.credentials is None:
             channel = grpc.insecure_channel(self.target, options=options)
         else:
-            channel = grpc.secure_channel(self.target, self.credentials, options=options)
+            channel = grpc.secure_channel(
+                self.target, self.credentials, options=options
+            )
         return channel, events_pb2_grpc.EventServiceStub(channel)
 
     def aio_events(self) -> Any:
@@ -269,7 +298,9 @@ class Client:
         order. Retried on ``UNAVAILABLE`` only when every event carries an idempotency key."""
         return _publish.publish_batch(self, events)
 
-    def subscribe(self, tail: Optional[_subscribe.Tail] = None) -> _subscribe.Subscription:
+    def subscribe(
+        self, tail: Optional[_subscribe.Tail] = None
+    ) -> _subscribe.Subscription:
         """Tails the tenant's events (default :meth:`Tail.live`): iterate the result with
         ``for`` or ``async for``. It catches up from the start position, follows live
         events, and reconnects from the last event's cursor when the connection drops.
@@ -334,7 +365,9 @@ class Client:
         attempts = max(1, self._conn.retry.max_attempts) if idempotent else 1
         attempt = 1
         while True:
-            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            remaining = (
+                None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            )
             try:
                 return rpc(request, metadata=self._conn.metadata, timeout=remaining)
             except grpc.RpcError as error:

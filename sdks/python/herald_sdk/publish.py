@@ -52,7 +52,11 @@ class NewEvent:
         "attributes"}}`` with the ``type`` the catalog names for ``event_type`` (and ``data``
         a one-element list for the ``*.attached`` / ``*.detached`` events)."""
         _check_type(event_type)
-        obj = {"id": id, "type": event_type.resource_type, "attributes": dict(attributes)}
+        obj = {
+            "id": id,
+            "type": event_type.resource_type,
+            "attributes": dict(attributes),
+        }
         data: Any = [obj] if event_type.shape == "list" else obj
         return cls(event_type, {"data": data}, **options)
 
@@ -63,7 +67,9 @@ class NewEvent:
             payload_json = self.payload
         else:
             try:
-                payload_json = json.dumps(self.payload, separators=(",", ":"), allow_nan=False)
+                payload_json = json.dumps(
+                    self.payload, separators=(",", ":"), allow_nan=False
+                )
             except (TypeError, ValueError) as e:
                 raise InvalidArgumentError(
                     "payload", f"cannot be serialised to JSON: {e}"
@@ -79,7 +85,9 @@ class NewEvent:
         if self.occurred_at is not None:
             at = self.occurred_at
             if at.tzinfo is None:
-                raise InvalidArgumentError("occurred_at", "needs a time zone (e.g. timezone.utc)")
+                raise InvalidArgumentError(
+                    "occurred_at", "needs a time zone (e.g. timezone.utc)"
+                )
             request.occurred_at.FromDatetime(at.astimezone(timezone.utc))
         return request
 
@@ -87,7 +95,8 @@ class NewEvent:
 def _check_type(event_type: Any) -> None:
     if not isinstance(event_type, EventTypeInfo):
         raise InvalidArgumentError(
-            "event_type", "must be a herald_sdk.catalog constant (e.g. catalog.LICENSE_CREATED)"
+            "event_type",
+            "must be a herald_sdk.catalog constant (e.g. catalog.LICENSE_CREATED)",
         )
 
 
@@ -108,7 +117,9 @@ def _request(client: "Client", event: Publishable) -> events_pb2.PublishRequest:
 
 def publish(client: "Client", event: Publishable) -> events_pb2.PublishResponse:
     request = _request(client, event)
-    return client._unary("events", "Publish", request, idempotent=bool(request.idempotency_key))
+    return client._unary(
+        "events", "Publish", request, idempotent=bool(request.idempotency_key)
+    )
 
 
 def publish_batch(

@@ -25,7 +25,9 @@ def build(request_type: Type[M], request: Optional[M], fields: Any) -> M:
     filling in the tenant never changes the caller's message)."""
     if request is not None:
         if fields:
-            raise InvalidArgumentError("request", "give a request or keyword fields, not both")
+            raise InvalidArgumentError(
+                "request", "give a request or keyword fields, not both"
+            )
         if not isinstance(request, request_type):
             raise InvalidArgumentError("request", f"must be a {request_type.__name__}")
         fresh = request_type()
@@ -43,7 +45,9 @@ class _Handle:
     def __init__(self, client: "Client") -> None:
         self._client = client
 
-    def _call(self, method: str, request: Any, idempotent: bool, tenant: bool = True) -> Any:
+    def _call(
+        self, method: str, request: Any, idempotent: bool, tenant: bool = True
+    ) -> Any:
         if tenant:
             self._client._fill_tenant(request)
         return self._client._unary(self._service, method, request, idempotent)
@@ -58,13 +62,17 @@ class Events(_Handle):
         self, request: Optional[events_pb2.GetEventRequest] = None, **fields: Any
     ) -> events_pb2.Event:
         """One event by id."""
-        return self._call("GetEvent", build(events_pb2.GetEventRequest, request, fields), True)
+        return self._call(
+            "GetEvent", build(events_pb2.GetEventRequest, request, fields), True
+        )
 
     def list(
         self, request: Optional[events_pb2.ListEventsRequest] = None, **fields: Any
     ) -> events_pb2.ListEventsResponse:
         """A page of the tenant's events, newest first."""
-        return self._call("ListEvents", build(events_pb2.ListEventsRequest, request, fields), True)
+        return self._call(
+            "ListEvents", build(events_pb2.ListEventsRequest, request, fields), True
+        )
 
     def list_types(
         self, request: Optional[events_pb2.ListEventTypesRequest] = None, **fields: Any
@@ -85,11 +93,15 @@ class Endpoints(_Handle):
     _service = "endpoints"
 
     def create(
-        self, request: Optional[endpoints_pb2.CreateEndpointRequest] = None, **fields: Any
+        self,
+        request: Optional[endpoints_pb2.CreateEndpointRequest] = None,
+        **fields: Any,
     ) -> endpoints_pb2.CreateEndpointResponse:
         """Creates an endpoint; the answer holds its ``whsec_`` secret, shown only here."""
         return self._call(
-            "CreateEndpoint", build(endpoints_pb2.CreateEndpointRequest, request, fields), False
+            "CreateEndpoint",
+            build(endpoints_pb2.CreateEndpointRequest, request, fields),
+            False,
         )
 
     def get(
@@ -97,35 +109,51 @@ class Endpoints(_Handle):
     ) -> endpoints_pb2.Endpoint:
         """One endpoint."""
         return self._call(
-            "GetEndpoint", build(endpoints_pb2.GetEndpointRequest, request, fields), True
+            "GetEndpoint",
+            build(endpoints_pb2.GetEndpointRequest, request, fields),
+            True,
         )
 
     def list(
-        self, request: Optional[endpoints_pb2.ListEndpointsRequest] = None, **fields: Any
+        self,
+        request: Optional[endpoints_pb2.ListEndpointsRequest] = None,
+        **fields: Any,
     ) -> endpoints_pb2.ListEndpointsResponse:
         """A page of endpoints, oldest first."""
         return self._call(
-            "ListEndpoints", build(endpoints_pb2.ListEndpointsRequest, request, fields), True
+            "ListEndpoints",
+            build(endpoints_pb2.ListEndpointsRequest, request, fields),
+            True,
         )
 
     def update(
-        self, request: Optional[endpoints_pb2.UpdateEndpointRequest] = None, **fields: Any
+        self,
+        request: Optional[endpoints_pb2.UpdateEndpointRequest] = None,
+        **fields: Any,
     ) -> endpoints_pb2.Endpoint:
         """Changes the fields set in the request."""
         return self._call(
-            "UpdateEndpoint", build(endpoints_pb2.UpdateEndpointRequest, request, fields), True
+            "UpdateEndpoint",
+            build(endpoints_pb2.UpdateEndpointRequest, request, fields),
+            True,
         )
 
     def delete(
-        self, request: Optional[endpoints_pb2.DeleteEndpointRequest] = None, **fields: Any
+        self,
+        request: Optional[endpoints_pb2.DeleteEndpointRequest] = None,
+        **fields: Any,
     ) -> endpoints_pb2.DeleteEndpointResponse:
         """Deletes an endpoint and drops its pending deliveries."""
         return self._call(
-            "DeleteEndpoint", build(endpoints_pb2.DeleteEndpointRequest, request, fields), True
+            "DeleteEndpoint",
+            build(endpoints_pb2.DeleteEndpointRequest, request, fields),
+            True,
         )
 
     def rotate_secret(
-        self, request: Optional[endpoints_pb2.RotateEndpointSecretRequest] = None, **fields: Any
+        self,
+        request: Optional[endpoints_pb2.RotateEndpointSecretRequest] = None,
+        **fields: Any,
     ) -> endpoints_pb2.RotateEndpointSecretResponse:
         """A new secret; the previous one keeps signing beside it for a grace period."""
         return self._call(
@@ -139,11 +167,15 @@ class Endpoints(_Handle):
     ) -> endpoints_pb2.PingEndpointResponse:
         """Sends an ``endpoint.ping`` webhook now and returns what the receiver answered."""
         return self._call(
-            "PingEndpoint", build(endpoints_pb2.PingEndpointRequest, request, fields), False
+            "PingEndpoint",
+            build(endpoints_pb2.PingEndpointRequest, request, fields),
+            False,
         )
 
     def signing_material(
-        self, request: Optional[endpoints_pb2.GetSigningMaterialRequest] = None, **fields: Any
+        self,
+        request: Optional[endpoints_pb2.GetSigningMaterialRequest] = None,
+        **fields: Any,
     ) -> endpoints_pb2.SigningMaterial:
         """What a receiver needs to verify this endpoint's webhooks (see
         :meth:`herald_sdk.WebhookVerifier.from_signing_material`)."""
@@ -160,11 +192,15 @@ class Deliveries(_Handle):
     _service = "deliveries"
 
     def list(
-        self, request: Optional[deliveries_pb2.ListDeliveriesRequest] = None, **fields: Any
+        self,
+        request: Optional[deliveries_pb2.ListDeliveriesRequest] = None,
+        **fields: Any,
     ) -> deliveries_pb2.ListDeliveriesResponse:
         """A page of deliveries, newest first."""
         return self._call(
-            "ListDeliveries", build(deliveries_pb2.ListDeliveriesRequest, request, fields), True
+            "ListDeliveries",
+            build(deliveries_pb2.ListDeliveriesRequest, request, fields),
+            True,
         )
 
     def get(
@@ -172,39 +208,57 @@ class Deliveries(_Handle):
     ) -> deliveries_pb2.Delivery:
         """One delivery."""
         return self._call(
-            "GetDelivery", build(deliveries_pb2.GetDeliveryRequest, request, fields), True
+            "GetDelivery",
+            build(deliveries_pb2.GetDeliveryRequest, request, fields),
+            True,
         )
 
     def list_attempts(
-        self, request: Optional[deliveries_pb2.ListAttemptsRequest] = None, **fields: Any
+        self,
+        request: Optional[deliveries_pb2.ListAttemptsRequest] = None,
+        **fields: Any,
     ) -> deliveries_pb2.ListAttemptsResponse:
         """A page of one delivery's HTTP attempts, first attempt first."""
         return self._call(
-            "ListAttempts", build(deliveries_pb2.ListAttemptsRequest, request, fields), True
+            "ListAttempts",
+            build(deliveries_pb2.ListAttemptsRequest, request, fields),
+            True,
         )
 
     def retry(
-        self, request: Optional[deliveries_pb2.RetryDeliveryRequest] = None, **fields: Any
+        self,
+        request: Optional[deliveries_pb2.RetryDeliveryRequest] = None,
+        **fields: Any,
     ) -> deliveries_pb2.Delivery:
         """Sends a delivery again now, as a new delivery with the same idempotency token."""
         return self._call(
-            "RetryDelivery", build(deliveries_pb2.RetryDeliveryRequest, request, fields), False
+            "RetryDelivery",
+            build(deliveries_pb2.RetryDeliveryRequest, request, fields),
+            False,
         )
 
     def replay(
-        self, request: Optional[deliveries_pb2.ReplayEventsRequest] = None, **fields: Any
+        self,
+        request: Optional[deliveries_pb2.ReplayEventsRequest] = None,
+        **fields: Any,
     ) -> deliveries_pb2.ReplayEventsResponse:
         """Re-delivers a time range of events to one endpoint."""
         return self._call(
-            "ReplayEvents", build(deliveries_pb2.ReplayEventsRequest, request, fields), False
+            "ReplayEvents",
+            build(deliveries_pb2.ReplayEventsRequest, request, fields),
+            False,
         )
 
     def delete(
-        self, request: Optional[deliveries_pb2.DeleteDeliveryRequest] = None, **fields: Any
+        self,
+        request: Optional[deliveries_pb2.DeleteDeliveryRequest] = None,
+        **fields: Any,
     ) -> deliveries_pb2.DeleteDeliveryResponse:
         """Deletes a delivery and its attempts."""
         return self._call(
-            "DeleteDelivery", build(deliveries_pb2.DeleteDeliveryRequest, request, fields), True
+            "DeleteDelivery",
+            build(deliveries_pb2.DeleteDeliveryRequest, request, fields),
+            True,
         )
 
 
@@ -231,7 +285,10 @@ class Admin(_Handle):
     ) -> admin_pb2.Tenant:
         """One tenant (with its public key)."""
         return self._call(
-            "GetTenant", build(admin_pb2.GetTenantRequest, request, fields), True, tenant=False
+            "GetTenant",
+            build(admin_pb2.GetTenantRequest, request, fields),
+            True,
+            tenant=False,
         )
 
     def list_tenants(
@@ -239,7 +296,10 @@ class Admin(_Handle):
     ) -> admin_pb2.ListTenantsResponse:
         """A page of tenants, oldest first."""
         return self._call(
-            "ListTenants", build(admin_pb2.ListTenantsRequest, request, fields), True, tenant=False
+            "ListTenants",
+            build(admin_pb2.ListTenantsRequest, request, fields),
+            True,
+            tenant=False,
         )
 
     def delete_tenant(
@@ -269,7 +329,10 @@ class Admin(_Handle):
     ) -> admin_pb2.ListApiKeysResponse:
         """A page of API keys (never their secrets), oldest first."""
         return self._call(
-            "ListApiKeys", build(admin_pb2.ListApiKeysRequest, request, fields), True, tenant=False
+            "ListApiKeys",
+            build(admin_pb2.ListApiKeysRequest, request, fields),
+            True,
+            tenant=False,
         )
 
     def revoke_api_key(

@@ -107,7 +107,9 @@ class Tail:
                 raise InvalidArgumentError("since", "needs a time-zone-aware datetime")
             request.since.FromDatetime(self.since_time.astimezone(timezone.utc))
         else:
-            raise InvalidArgumentError("start", "must be live, earliest, after_cursor or since")
+            raise InvalidArgumentError(
+                "start", "must be live, earliest, after_cursor or since"
+            )
         return request
 
 
@@ -140,7 +142,9 @@ class _Watchdog(threading.Thread):
     def run(self) -> None:
         while True:
             since = self._since
-            wait = self._idle if since is None else since + self._idle - time.monotonic()
+            wait = (
+                self._idle if since is None else since + self._idle - time.monotonic()
+            )
             if wait <= 0:
                 self.fired = True
                 self._call.cancel()
@@ -176,7 +180,9 @@ class Subscription:
             return self._request.after_cursor
         return None
 
-    def _received(self, message: events_pb2.SubscribeResponse) -> Optional[events_pb2.Event]:
+    def _received(
+        self, message: events_pb2.SubscribeResponse
+    ) -> Optional[events_pb2.Event]:
         self._failures = 0
         if message.WhichOneof("kind") != "event":
             return None  # a heartbeat
@@ -187,7 +193,9 @@ class Subscription:
 
     def _failed(self, code: grpc.StatusCode, details: str) -> None:
         """Counts a failure; raises when the tail must not reconnect."""
-        within_budget = self._max_reconnects is None or self._failures < self._max_reconnects
+        within_budget = (
+            self._max_reconnects is None or self._failures < self._max_reconnects
+        )
         if code in _RESUMABLE and within_budget:
             self._failures += 1
             return
@@ -206,9 +214,15 @@ class Subscription:
             if self._call is None:
                 if self._failures:
                     time.sleep(self._client.retry_policy.backoff(self._failures))
-                stub = self._private[1] if self._private else self._client._conn.stubs["events"]
+                stub = (
+                    self._private[1]
+                    if self._private
+                    else self._client._conn.stubs["events"]
+                )
                 # No deadline on the call: it would end the tail, not just its opening.
-                self._call = stub.Subscribe(self._request, metadata=self._client._conn.metadata)
+                self._call = stub.Subscribe(
+                    self._request, metadata=self._client._conn.metadata
+                )
                 self._watchdog = _Watchdog(self._call, self._idle)
                 self._watchdog.start()
             watchdog = self._watchdog
@@ -240,7 +254,10 @@ class Subscription:
     def _replace_channel(self) -> None:
         """Moves the tail to a channel of its own (see ``_Connection.private_events``)."""
         old, old_aio = self._private, self._private_aio
-        self._private, self._private_aio = self._client._conn.private_events(False), False
+        self._private, self._private_aio = (
+            self._client._conn.private_events(False),
+            False,
+        )
         if old is not None and not old_aio:
             old[0].close()
 
@@ -290,12 +307,16 @@ class Subscription:
                 raise StopAsyncIteration
             if self._acall is None:
                 if self._failures:
-                    await asyncio.sleep(self._client.retry_policy.backoff(self._failures))
+                    await asyncio.sleep(
+                        self._client.retry_policy.backoff(self._failures)
+                    )
                 if self._private and self._private_aio:
                     stub = self._private[1]
                 else:
                     stub = self._client._conn.aio_events()
-                self._acall = stub.Subscribe(self._request, metadata=self._client._conn.metadata)
+                self._acall = stub.Subscribe(
+                    self._request, metadata=self._client._conn.metadata
+                )
             try:
                 message = await asyncio.wait_for(self._acall.read(), self._idle)
             except asyncio.TimeoutError:
@@ -310,7 +331,10 @@ class Subscription:
                 code, details = error.code(), error.details() or ""
             else:
                 if message is grpc.aio.EOF:
-                    code, details = grpc.StatusCode.UNAVAILABLE, "the server ended the tail"
+                    code, details = (
+                        grpc.StatusCode.UNAVAILABLE,
+                        "the server ended the tail",
+                    )
                 else:
                     event = self._received(message)
                     if event is not None:

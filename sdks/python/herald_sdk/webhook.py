@@ -110,7 +110,9 @@ def _public_key(key: str) -> Ed25519PublicKey:
                 "invalid_key", "public key: unreadable PEM block"
             ) from None
         if not isinstance(loaded, Ed25519PublicKey):
-            raise WebhookVerificationError("invalid_key", "public key: not an Ed25519 PUBLIC KEY")
+            raise WebhookVerificationError(
+                "invalid_key", "public key: not an Ed25519 PUBLIC KEY"
+            )
         return loaded
     try:
         raw = bytes.fromhex(key)
@@ -119,7 +121,9 @@ def _public_key(key: str) -> Ed25519PublicKey:
             "invalid_key", "public key: neither hex nor a PEM PUBLIC KEY block"
         ) from None
     if len(raw) != 32:
-        raise WebhookVerificationError("invalid_key", "public key: an Ed25519 key has 32 bytes")
+        raise WebhookVerificationError(
+            "invalid_key", "public key: an Ed25519 key has 32 bytes"
+        )
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
@@ -250,7 +254,9 @@ class WebhookVerifier:
         at = time.time() if now is None else now
         verified_by: List[Scheme] = []
         if self._keygen_key is not None and "keygen-signature" in lowered:
-            self._verify_keygen(self._keygen_key, body, lowered, method, target, host, at)
+            self._verify_keygen(
+                self._keygen_key, body, lowered, method, target, host, at
+            )
             verified_by.append(Scheme.KEYGEN)
         if self._secrets and "webhook-signature" in lowered:
             self._verify_standard(body, lowered, at)
@@ -299,11 +305,17 @@ class WebhookVerifier:
         matches = False
         for part in digest.split(","):
             alg, sep, value = part.strip().partition("=")
-            if sep and alg.lower() == "sha-256" and hmac.compare_digest(value, expected):
+            if (
+                sep
+                and alg.lower() == "sha-256"
+                and hmac.compare_digest(value, expected)
+            ):
                 matches = True
         if not matches:
             raise WebhookVerificationError(
-                "digest_mismatch", "the body does not match the `digest` header", "digest"
+                "digest_mismatch",
+                "the body does not match the `digest` header",
+                "digest",
             )
         date = _header(headers, "date")
         try:
@@ -343,10 +355,14 @@ class WebhookVerifier:
             key.verify(signature, "\n".join(lines).encode())
         except InvalidSignature:
             raise WebhookVerificationError(
-                "bad_signature", "Keygen-Signature signature does not match", "keygen-signature"
+                "bad_signature",
+                "Keygen-Signature signature does not match",
+                "keygen-signature",
             ) from None
 
-    def _verify_standard(self, body: bytes, headers: Dict[str, str], now: float) -> None:
+    def _verify_standard(
+        self, body: bytes, headers: Dict[str, str], now: float
+    ) -> None:
         msg_id = _header(headers, "webhook-id")
         timestamp = _header(headers, "webhook-timestamp")
         signatures = _header(headers, "webhook-signature")
@@ -371,7 +387,9 @@ class WebhookVerifier:
             if any(hmac.compare_digest(expected, c) for c in candidates):
                 return
         raise WebhookVerificationError(
-            "bad_signature", "webhook-signature signature does not match", "webhook-signature"
+            "bad_signature",
+            "webhook-signature signature does not match",
+            "webhook-signature",
         )
 
     def _check_age(self, header: str, sent: float, now: float) -> None:
@@ -386,7 +404,9 @@ class WebhookVerifier:
 
 def _header(headers: Dict[str, str], name: str) -> str:
     if name not in headers:
-        raise WebhookVerificationError("missing_header", f"missing `{name}` header", name)
+        raise WebhookVerificationError(
+            "missing_header", f"missing `{name}` header", name
+        )
     return headers[name]
 
 
@@ -421,11 +441,15 @@ def _parse_body(
             raise fail(f"`data.attributes.payload` is not JSON: {e}") from None
         meta_raw = data.get("meta")
         meta: Dict[str, Any] = meta_raw if isinstance(meta_raw, dict) else {}
-        account = ((data.get("relationships") or {}).get("account") or {}).get("data") or {}
+        account = ((data.get("relationships") or {}).get("account") or {}).get(
+            "data"
+        ) or {}
         return WebhookEvent(
             verified_by=verified_by,
             event_type=text(attributes.get("event"), "data.attributes.event"),
-            idempotency_token=text(meta.get("idempotencyToken"), "data.meta.idempotencyToken"),
+            idempotency_token=text(
+                meta.get("idempotencyToken"), "data.meta.idempotencyToken"
+            ),
             delivery_id=data.get("id") if isinstance(data.get("id"), str) else None,
             tenant_id=account.get("id") if isinstance(account.get("id"), str) else None,
             timestamp=None,
@@ -472,4 +496,6 @@ def verify_webhook(
         secrets=secrets,
         tolerance=tolerance,
     )
-    return verifier.verify(body, headers, target=target, method=method, host=host, now=now)
+    return verifier.verify(
+        body, headers, target=target, method=method, host=host, now=now
+    )

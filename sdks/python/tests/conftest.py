@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -145,7 +146,9 @@ def tenant(herald: Herald) -> TenantKeys:
         admin = admin_client.admin
         admin.create_tenant(id=tenant_id, name=f"Tenant {tenant_id}")
         keys = [
-            admin.create_api_key(tenant_id=tenant_id, role=role, name=pb.Role.Name(role)).secret
+            admin.create_api_key(
+                tenant_id=tenant_id, role=role, name=pb.Role.Name(role)
+            ).secret
             for role in (pb.ROLE_PUBLISHER, pb.ROLE_SUBSCRIBER, pb.ROLE_MANAGER)
         ]
     return TenantKeys(herald, tenant_id, *keys)
@@ -156,7 +159,8 @@ class Proxy:
     connections; ``freeze()`` silences them; ``refuse(n)`` closes the next ``n`` connections at once; ``stall()``
     makes new connections hang without an answer."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, tls: Optional[ssl.SSLContext] = None) -> None:
+        self._tls = tls
         host, port = target.rsplit(":", 1)
         self._target = (host, int(port))
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -189,17 +193,25 @@ class Proxy:
                 self._open.append(conn)
                 if self._stall:
                     continue
-            try:
-                upstream = socket.create_connection(self._target)
-            except OSError:
-                conn.close()
-                continue
-            frozen = threading.Event()
-            with self._lock:
-                self._open.append(upstream)
-                self._flows.append(frozen)
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=self._pump, args=(a, b, frozen), daemon=True).start()
+            threading.Thread(target=self._connect, args=(conn,), daemon=True).start()
+
+    def _connect(self, conn: socket.socket) -> None:
+        try:
+            if self._tls is not None:
+                # Terminates TLS here: Herald behind it speaks plaintext.
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            upstream = socket.create_connection(self._target)
+        except OSError:
+            conn.close()
+            return
+        frozen = threading.Event()
+        with self._lock:
+            self._open += [conn, upstream]
+            self._flows.append(frozen)
+        for a, b in ((conn, upstream), (upstream, conn)):
+            threading.Thread(
+                target=self._pump, args=(a, b, frozen), daemon=True
+            ).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, frozen: threading.Event) -> None:
@@ -303,6 +315,66 @@ class Receiver:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+@dataclass
+class Tls:
+    """A self-signed certificate for ``herald.test`` (and 127.0.0.1) and a TLS proxy in
+    front of Herald presenting it."""
+
+    certificate_pem: bytes
+    proxy: Proxy
+
+
+@pytest.fixture
+def tls_proxy(herald: Herald):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import datetime
+    import ipaddress
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "herald.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("herald.test"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    with tempfile.TemporaryDirectory() as d:
+        cert_file, key_file = Path(d) / "cert.pem", Path(d) / "key.pem"
+        cert_file.write_bytes(cert_pem)
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+    context.set_alpn_protocols(["h2"])
+    p = Proxy(herald.addr, tls=context)
+    yield Tls(cert_pem, p)
+    p.close()
 
 
 @pytest.fixture

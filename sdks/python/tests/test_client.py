@@ -2,7 +2,14 @@
 
 import pytest
 
-from herald_sdk import Client, InvalidArgumentError, NewEvent, RetryPolicy, Tail, catalog
+from herald_sdk import (
+    Client,
+    InvalidArgumentError,
+    NewEvent,
+    RetryPolicy,
+    Tail,
+    catalog,
+)
 from herald_sdk.client import _target
 
 
@@ -47,7 +54,9 @@ def test_events_are_typed_by_the_catalog():
         == '{"data":{"id":"lic_1","type":"licenses","attributes":{"maxMachines":5}}}'
     )
     # The attach/detach events carry a list of resources.
-    listed = NewEvent.resource(catalog.LICENSE_ENTITLEMENTS_ATTACHED, "ent_1", {}).to_request()
+    listed = NewEvent.resource(
+        catalog.LICENSE_ENTITLEMENTS_ATTACHED, "ent_1", {}
+    ).to_request()
     assert '"data":[{' in listed.payload_json
     with pytest.raises(InvalidArgumentError) as e:
         NewEvent("license.created", {}).to_request()

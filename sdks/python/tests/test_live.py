@@ -20,6 +20,7 @@ from herald_sdk import (
     RetryPolicy,
     Scheme,
     Tail,
+    TlsConfig,
     WebhookVerificationError,
     WebhookVerifier,
     catalog,
@@ -47,7 +48,11 @@ def test_publish_single_and_batch(tenant):
     assert again.duplicate and again.event.id == first.event.id
 
     results = publisher.publish_batch([license(i) for i in range(2, 5)])
-    assert [payload_of(r.event)["data"]["id"] for r in results] == ["lic_2", "lic_3", "lic_4"]
+    assert [payload_of(r.event)["data"]["id"] for r in results] == [
+        "lic_2",
+        "lic_3",
+        "lic_4",
+    ]
     assert len({r.event.id for r in results}) == 3
 
     # A subscriber reads them back.
@@ -55,12 +60,17 @@ def test_publish_single_and_batch(tenant):
     stored = reader.events.get(id=results[1].event.id)
     assert stored.cursor and payload_of(stored)["data"]["id"] == "lic_3"
     listed = reader.events.list(filters=["license.created"])
-    assert {e.id for e in listed.events} == {first.event.id, *(r.event.id for r in results)}
+    assert {e.id for e in listed.events} == {
+        first.event.id,
+        *(r.event.id for r in results),
+    }
 
 
 def test_bad_input_gives_a_clear_error(tenant):
     publisher = tenant.client(tenant.publisher)
-    wrong_type = NewEvent(catalog.LICENSE_CREATED, {"data": {"id": "m1", "type": "machines"}})
+    wrong_type = NewEvent(
+        catalog.LICENSE_CREATED, {"data": {"id": "m1", "type": "machines"}}
+    )
     with pytest.raises(HeraldError) as e:
         publisher.publish(wrong_type)
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -77,7 +87,10 @@ def test_bad_input_gives_a_clear_error(tenant):
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "url" in e.value.details
     with pytest.raises(HeraldError) as e:
         manager.endpoints.get(id="ep_does_not_exist")
-    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and e.value.details.startswith("id:")
+    assert (
+        e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        and e.value.details.startswith("id:")
+    )
     with pytest.raises(HeraldError) as e:
         manager.endpoints.get(id="ep_" + "0" * 26)
     assert e.value.code == grpc.StatusCode.NOT_FOUND
@@ -99,7 +112,9 @@ def test_bad_input_gives_a_clear_error(tenant):
 def published_ids(publisher, first: int, count: int):
     return [
         r.event.id
-        for r in publisher.publish_batch([license(i) for i in range(first, first + count)])
+        for r in publisher.publish_batch(
+            [license(i) for i in range(first, first + count)]
+        )
     ]
 
 
@@ -108,7 +123,9 @@ def test_sync_tail_resumes_across_dropped_connections(tenant, proxy):
     subscriber = tenant.client(tenant.subscriber, proxy.url)
     sent = published_ids(publisher, 0, 10)
     received = []
-    with subscriber.subscribe(Tail.earliest(filters=["license.*"], idle_timeout=5)) as events:
+    with subscriber.subscribe(
+        Tail.earliest(filters=["license.*"], idle_timeout=5)
+    ) as events:
         for event in events:
             received.append(event.id)
             if len(received) in (3, 12):
@@ -298,7 +315,9 @@ def test_endpoint_crud(tenant, receiver):
     rotated = endpoints.rotate_secret(id=endpoint.id)
     assert rotated.secret != created.secret
     material = endpoints.signing_material(id=endpoint.id)
-    assert material.secret == rotated.secret and material.previous_secret == created.secret
+    assert (
+        material.secret == rotated.secret and material.previous_secret == created.secret
+    )
 
     pong = endpoints.ping(id=endpoint.id)
     assert pong.success, pong.error_message
@@ -335,10 +354,16 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
     assert keygen_hook.target == "/hooks/keygen?source=herald"
 
     # Keygen format: both signatures checked, the payload decoded from its JSON string.
-    verifier = WebhookVerifier.from_signing_material(endpoints.signing_material(id=keygen.id))
-    event = verifier.verify(keygen_hook.body, keygen_hook.headers, target=keygen_hook.target)
+    verifier = WebhookVerifier.from_signing_material(
+        endpoints.signing_material(id=keygen.id)
+    )
+    event = verifier.verify(
+        keygen_hook.body, keygen_hook.headers, target=keygen_hook.target
+    )
     assert event.verified_by == (Scheme.KEYGEN, Scheme.STANDARD_WEBHOOKS)
-    assert event.event_type == "license.created" and event.info is catalog.LICENSE_CREATED
+    assert (
+        event.event_type == "license.created" and event.info is catalog.LICENSE_CREATED
+    )
     assert event.tenant_id == tenant.tenant_id
     assert event.data["id"] == "lic_7"
     delivery = manager.deliveries.list(endpoint_id=keygen.id).deliveries[0]
@@ -357,7 +382,9 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
     assert keygen_only.verified_by == (Scheme.KEYGEN,)
 
     # Changed on the way, replayed later, or checked with another endpoint's secret: refused.
-    def rejected(verifier, body=keygen_hook.body, headers=keygen_hook.headers, **options):
+    def rejected(
+        verifier, body=keygen_hook.body, headers=keygen_hook.headers, **options
+    ):
         with pytest.raises(WebhookVerificationError) as e:
             verifier.verify(body, headers, target=keygen_hook.target, **options)
         return e.value.kind
@@ -370,7 +397,9 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
     standard_verifier = WebhookVerifier.from_signing_material(
         endpoints.signing_material(id=standard.id)
     )
-    without_keygen = [(k, v) for k, v in keygen_hook.headers if k.lower() != "keygen-signature"]
+    without_keygen = [
+        (k, v) for k, v in keygen_hook.headers if k.lower() != "keygen-signature"
+    ]
     assert rejected(standard_verifier, headers=without_keygen) == "bad_signature"
 
     # Standard Webhooks format: `data` is the payload, `webhook-id` the idempotency token.
@@ -394,7 +423,9 @@ def test_verifies_the_webhooks_herald_sends(tenant, receiver):
 
 def test_tenants_and_keys_through_an_admin_client(herald, receiver):
     admin = herald.admin().admin
-    tenant = admin.create_tenant(id="py-admin-" + str(int(time.time() * 1000)), name="Admin test")
+    tenant = admin.create_tenant(
+        id="py-admin-" + str(int(time.time() * 1000)), name="Admin test"
+    )
     assert len(bytes.fromhex(tenant.public_key)) == 32
     assert tenant.id in [t.id for t in admin.list_tenants(page_size=1000).tenants]
 
@@ -402,14 +433,22 @@ def test_tenants_and_keys_through_an_admin_client(herald, receiver):
     acting = herald.admin().with_tenant(tenant.id)
     published = acting.publish(license(1))
     assert published.event.tenant_id == tenant.id
-    endpoint = acting.endpoints.create(url=receiver.url("/hooks"), filters=["license.*"]).endpoint
+    endpoint = acting.endpoints.create(
+        url=receiver.url("/hooks"), filters=["license.*"]
+    ).endpoint
     assert endpoint.tenant_id == tenant.id
 
-    created = admin.create_api_key(tenant_id=tenant.id, role=pb.ROLE_SUBSCRIBER, name="reader")
-    assert created.secret.startswith("hrk_") and created.api_key.role == pb.ROLE_SUBSCRIBER
+    created = admin.create_api_key(
+        tenant_id=tenant.id, role=pb.ROLE_SUBSCRIBER, name="reader"
+    )
+    assert (
+        created.secret.startswith("hrk_") and created.api_key.role == pb.ROLE_SUBSCRIBER
+    )
     reader = Client(herald.url, created.secret)
     assert [e.id for e in reader.events.list().events] == [published.event.id]
-    assert created.api_key.id in [k.id for k in admin.list_api_keys(tenant_id=tenant.id).api_keys]
+    assert created.api_key.id in [
+        k.id for k in admin.list_api_keys(tenant_id=tenant.id).api_keys
+    ]
 
     revoked = admin.revoke_api_key(id=created.api_key.id)
     assert revoked.HasField("revoked_at")
@@ -434,7 +473,9 @@ def test_the_delivery_log(tenant, receiver):
 
     def succeeded():
         found = manager.deliveries.list(endpoint_id=endpoint.id).deliveries
-        return found if found and found[0].status == pb.DELIVERY_STATUS_DELIVERED else None
+        return (
+            found if found and found[0].status == pb.DELIVERY_STATUS_DELIVERED else None
+        )
 
     delivery = wait_until(succeeded)[0]
     assert delivery.event_id == event.id
@@ -444,7 +485,10 @@ def test_the_delivery_log(tenant, receiver):
 
     # A retry is a new delivery with the same idempotency token: the receiver sees it again.
     again = manager.deliveries.retry(id=delivery.id)
-    assert again.id != delivery.id and again.idempotency_token == delivery.idempotency_token
+    assert (
+        again.id != delivery.id
+        and again.idempotency_token == delivery.idempotency_token
+    )
     assert again.id.encode() in receiver.next().body
 
 
@@ -463,3 +507,31 @@ def test_time_spent_on_an_event_is_not_silence(tenant, proxy):
             time.sleep(2)
     assert received == sent
     assert proxy.accepted == 1
+
+
+def test_tls(tenant, tls_proxy):
+    address = f"https://{tls_proxy.proxy.addr}"
+    trusted = tenant.client(
+        tenant.publisher,
+        address,
+        tls=TlsConfig(
+            root_certificates=tls_proxy.certificate_pem, server_name="herald.test"
+        ),
+    )
+    assert trusted.publish(license(1)).event.type_name == "license.created"
+    # The same with a host:port address and TLS chosen by the setting.
+    bare = tenant.client(
+        tenant.publisher,
+        tls_proxy.proxy.addr,
+        tls=TlsConfig(
+            root_certificates=tls_proxy.certificate_pem, server_name="herald.test"
+        ),
+    )
+    assert bare.publish(license(2)).event.type_name == "license.created"
+    # The system's roots do not know this certificate: no call goes through.
+    untrusted = tenant.client(tenant.publisher, address, retry=RetryPolicy.none())
+    with pytest.raises(HeraldError) as e:
+        untrusted.publish(license(3))
+    assert e.value.code == grpc.StatusCode.UNAVAILABLE
+    for client in (trusted, bare, untrusted):
+        client.close()

@@ -12,7 +12,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from herald_sdk import Scheme, WebhookVerificationError, WebhookVerifier, catalog, verify_webhook
+from herald_sdk import (
+    Scheme,
+    WebhookVerificationError,
+    WebhookVerifier,
+    catalog,
+    verify_webhook,
+)
 from herald_sdk.webhook import host_without_port
 
 # The test vector of the Standard Webhooks specification.
@@ -32,7 +38,9 @@ def standard_headers(msg_id=MSG_ID, timestamp=TIMESTAMP, signature=SIGNATURE):
 
 
 def verify_standard(body, headers, now=TIMESTAMP, secrets=(SECRET,)):
-    return WebhookVerifier(secrets=secrets).verify(body, headers, target="/hooks", now=now)
+    return WebhookVerifier(secrets=secrets).verify(
+        body, headers, target="/hooks", now=now
+    )
 
 
 def test_standard_webhooks_test_vector():
@@ -55,7 +63,10 @@ def test_standard_webhooks_test_vector():
     for now in (TIMESTAMP + 301, TIMESTAMP - 301):
         with pytest.raises(WebhookVerificationError) as e:
             verify_standard(BODY, standard_headers(), now=now)
-        assert e.value.kind == "outside_tolerance" and e.value.header == "webhook-timestamp"
+        assert (
+            e.value.kind == "outside_tolerance"
+            and e.value.header == "webhook-timestamp"
+        )
     with pytest.raises(WebhookVerificationError) as e:
         verify_standard(BODY, standard_headers(), now=TIMESTAMP + 300)
     assert e.value.kind == "body"
@@ -63,7 +74,9 @@ def test_standard_webhooks_test_vector():
 
 def sign_standard(secret, msg_id, timestamp, body):
     key = base64.b64decode(secret[len("whsec_") :])
-    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    mac = hmac.new(
+        key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256
+    ).digest()
     return "v1," + base64.b64encode(mac).decode()
 
 
@@ -87,16 +100,24 @@ def test_any_of_several_signatures_and_secrets_verifies():
     assert event.data == {"id": "1", "type": "licenses"}
     assert event.timestamp == "2026-01-01T00:00:00Z"
     # A receiver holding only the previous secret of a rotation accepts too.
-    assert verify_standard(body, headers, secrets=[other]).event_type == "license.created"
+    assert (
+        verify_standard(body, headers, secrets=[other]).event_type == "license.created"
+    )
     # A stranger does not.
     with pytest.raises(WebhookVerificationError) as e:
-        verify_standard(body, headers, secrets=["whsec_dGhpcyBpcyBub3QgYSBrZXkgb2YgdGhlIHBhaXI="])
+        verify_standard(
+            body, headers, secrets=["whsec_dGhpcyBpcyBub3QgYSBrZXkgb2YgdGhlIHBhaXI="]
+        )
     assert e.value.kind == "bad_signature"
 
 
-def keygen_request(key, body, date, target="/hooks?x=1", key_id="acct-1", host="example.com"):
+def keygen_request(
+    key, body, date, target="/hooks?x=1", key_id="acct-1", host="example.com"
+):
     digest = "sha-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode()
-    signed = f"(request-target): post {target}\nhost: {host}\ndate: {date}\ndigest: {digest}"
+    signed = (
+        f"(request-target): post {target}\nhost: {host}\ndate: {date}\ndigest: {digest}"
+    )
     signature = base64.b64encode(key.sign(signed.encode())).decode()
     return {
         "Date": date,
@@ -127,7 +148,9 @@ def test_keygen_signatures():
                     "event": "license.created",
                     "status": "DELIVERING",
                 },
-                "relationships": {"account": {"data": {"type": "accounts", "id": "acct-1"}}},
+                "relationships": {
+                    "account": {"data": {"type": "accounts", "id": "acct-1"}}
+                },
                 "meta": {"idempotencyToken": "tok_1"},
             }
         }
@@ -150,7 +173,9 @@ def test_keygen_signatures():
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     ).decode()
     assert (
-        verify_webhook(body, headers, target="/hooks?x=1", keygen_public_key=pem, now=now).tenant_id
+        verify_webhook(
+            body, headers, target="/hooks?x=1", keygen_public_key=pem, now=now
+        ).tenant_id
         == "acct-1"
     )
 
@@ -167,17 +192,27 @@ def test_keygen_signatures():
     assert kind(host="evil.example") == "bad_signature"
     assert kind(now=now + 301) == "outside_tolerance"
     other = Ed25519PrivateKey.from_private_bytes(bytes([8] * 32)).public_key()
-    other_hex = other.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
-    assert kind(verifier=WebhookVerifier(keygen_public_key=other_hex)) == "bad_signature"
+    other_hex = other.public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    ).hex()
     assert (
-        kind(verifier=WebhookVerifier(keygen_public_key=public_hex, keygen_key_id="acct-2"))
+        kind(verifier=WebhookVerifier(keygen_public_key=other_hex)) == "bad_signature"
+    )
+    assert (
+        kind(
+            verifier=WebhookVerifier(
+                keygen_public_key=public_hex, keygen_key_id="acct-2"
+            )
+        )
         == "wrong_key_id"
     )
     # A verifier without a Keygen key has nothing to check here.
     assert kind(verifier=WebhookVerifier(secrets=[SECRET])) == "no_signature"
     # A signature that leaves the body out is not accepted.
     unsigned_digest = dict(headers)
-    unsigned_digest["Keygen-Signature"] = headers["Keygen-Signature"].replace(' digest"', '"')
+    unsigned_digest["Keygen-Signature"] = headers["Keygen-Signature"].replace(
+        ' digest"', '"'
+    )
     assert kind(headers=unsigned_digest) == "malformed"
 
 
