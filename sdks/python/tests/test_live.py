@@ -499,12 +499,12 @@ def test_time_spent_on_an_event_is_not_silence(tenant, proxy):
     subscriber = tenant.client(tenant.subscriber, proxy.url)
     sent = published_ids(publisher, 0, 3)
     received = []
-    with subscriber.subscribe(Tail.earliest(idle_timeout=1.3)) as events:
+    with subscriber.subscribe(Tail.earliest(idle_timeout=2.5)) as events:
         for event in events:
             received.append(event.id)
             if len(received) == 3:
                 break
-            time.sleep(2)
+            time.sleep(3.5)
     assert received == sent
     assert proxy.accepted == 1
 
