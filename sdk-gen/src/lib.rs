@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 
 pub mod catalog;
 pub mod render;
+pub mod stubs;
 
 /// One file to write, its path relative to the repository root.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub struct GeneratedFile {
 /// Everything generated from the `.proto` files under `proto_root`, in a fixed order.
 pub fn generate(proto_root: &Path) -> Result<Vec<GeneratedFile>> {
     let entries = catalog::load(proto_root)?;
-    Ok(vec![
+    let mut files = vec![
         GeneratedFile {
             path: "sdks/rust/src/catalog.rs".into(),
             contents: render::rust::render(&entries),
@@ -36,7 +37,11 @@ pub fn generate(proto_root: &Path) -> Result<Vec<GeneratedFile>> {
             path: "sdks/typescript/src/catalog.ts".into(),
             contents: render::typescript::render(&entries),
         },
-    ])
+    ];
+    // The stubs are made by stock generators that run beside `proto/`, in the repository.
+    let root = proto_root.parent().unwrap_or(Path::new("."));
+    files.extend(stubs::python::generate(root)?);
+    Ok(files)
 }
 
 /// The files under `root` that are missing or differ from `files`.
@@ -84,15 +89,16 @@ mod tests {
         assert_eq!(a, b);
         let paths: Vec<_> = a.iter().map(|f| f.path.to_str().unwrap()).collect();
         assert_eq!(
-            paths,
+            paths[..3],
             [
                 "sdks/rust/src/catalog.rs",
                 "sdks/python/herald_sdk/catalog.py",
                 "sdks/typescript/src/catalog.ts"
             ]
         );
+        assert!(paths.contains(&"sdks/python/herald_sdk/_proto/herald/v1/events_pb2_grpc.py"));
         // Every language names every event type.
-        for file in &a {
+        for file in &a[..3] {
             assert!(
                 file.contents.contains("LICENSE_CHECK_IN_REQUIRED_SOON"),
                 "{:?}",
