@@ -1,8 +1,8 @@
-//! `sdk-gen` writes the parts of Herald's SDKs that follow from `proto/`: today, each
-//! language's event catalog constants (the RPC stubs come from each language's stock
-//! generator: tonic at build time for Rust, `grpcio-tools` for Python).
-//! [`stubs`] runs the stock generators that work as protoc plugins (TypeScript's
-//! `protoc-gen-es`) on what protox compiles, so their output is checked the same way.
+//! `sdk-gen` writes the parts of Herald's SDKs that follow from `proto/`: each language's
+//! event catalog constants, and the RPC stubs of the languages whose stock generator runs
+//! outside the build ([`stubs`]: `grpcio-tools` for Python, `protoc-gen-es` for TypeScript,
+//! both fed what protox compiles; Rust's come from tonic at build time), so their output is
+//! checked the same way.
 //!
 //! Generation is a pure function of the `.proto` files, so the same input gives the same
 //! bytes; `--check` compares instead of writing, which is how CI notices a catalog change
@@ -40,8 +40,9 @@ pub fn generate(proto_root: &Path) -> Result<Vec<GeneratedFile>> {
             contents: render::typescript::render(&entries),
         },
     ];
-    // The stubs come from the stock plugin, which lives under the repository root.
+    // The stubs are made by stock generators that run beside `proto/`, in the repository.
     let root = proto_root.parent().unwrap_or(Path::new("."));
+    files.extend(stubs::python::generate(root)?);
     files.extend(stubs::typescript::generate(root)?);
     Ok(files)
 }
@@ -98,6 +99,7 @@ mod tests {
                 "sdks/typescript/src/catalog.ts"
             ]
         );
+        assert!(paths.contains(&"sdks/python/herald_sdk/_proto/herald/v1/events_pb2_grpc.py"));
         assert!(paths.contains(&"sdks/typescript/src/gen/herald/v1/events_pb.ts"));
         // Every language names every event type.
         for file in &a[..3] {

@@ -11,12 +11,22 @@ fn repo_root() -> PathBuf {
 }
 
 fn sdk_gen(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sdk-gen"))
-        // A scratch root has no node_modules: the repository's plugin generates its stubs.
-        .env(
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sdk-gen"));
+    // A scratch root has no venv nor node_modules: the stubs come from the repository's
+    // generators (or the caller's).
+    if std::env::var_os("SDK_GEN_PYTHON").is_none() {
+        command.env(
+            "SDK_GEN_PYTHON",
+            repo_root().join("sdks/python/.venv/bin/python"),
+        );
+    }
+    if std::env::var_os(sdk_gen::stubs::typescript::PLUGIN_ENV).is_none() {
+        command.env(
             sdk_gen::stubs::typescript::PLUGIN_ENV,
             repo_root().join(sdk_gen::stubs::typescript::PLUGIN),
-        )
+        );
+    }
+    command
         .args(args)
         .arg("--root")
         .arg(root)
@@ -47,6 +57,10 @@ fn check_fails_until_generated_then_passes() {
         stderr.contains("sdks/typescript/src/catalog.ts"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("sdks/python/herald_sdk/_proto/herald/v1/events_pb2.py"),
+        "{stderr}"
+    );
 
     let out = sdk_gen(dir.path(), &[]);
     assert!(out.status.success(), "{out:?}");
@@ -60,6 +74,25 @@ fn check_fails_until_generated_then_passes() {
         std::fs::read(other.path().join("sdks/rust/src/catalog.rs")).unwrap(),
         first
     );
+    let stub = "sdks/python/herald_sdk/_proto/herald/v1/events_pb2_grpc.py";
+    assert_eq!(
+        std::fs::read(other.path().join(stub)).unwrap(),
+        std::fs::read(dir.path().join(stub)).unwrap()
+    );
+}
+
+#[test]
+fn a_missing_python_names_the_setup_script() {
+    let dir = scratch();
+    let out = Command::new(env!("CARGO_BIN_EXE_sdk-gen"))
+        .arg("--root")
+        .arg(dir.path())
+        .env("SDK_GEN_PYTHON", dir.path().join("no-such-python"))
+        .output()
+        .expect("sdk-gen runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scripts/setup-python-sdk"), "{stderr}");
 }
 
 #[test]
@@ -132,7 +165,15 @@ fn typescript_stubs_are_checked_and_a_missing_plugin_names_the_setup_script() {
         "{stderr}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_sdk-gen"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sdk-gen"));
+    // The Python stubs come first: they must be generated for the plugin to be looked for.
+    if std::env::var_os("SDK_GEN_PYTHON").is_none() {
+        command.env(
+            "SDK_GEN_PYTHON",
+            repo_root().join("sdks/python/.venv/bin/python"),
+        );
+    }
+    let out = command
         .env(
             sdk_gen::stubs::typescript::PLUGIN_ENV,
             dir.path().join("no/such/protoc-gen-es"),

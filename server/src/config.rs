@@ -154,6 +154,10 @@ pub struct Config {
     /// Seconds a due delivery may be overdue before the reconciler assumes the queue lost
     /// it and enqueues it again.
     pub requeue_after_secs: u64,
+    /// Most retries the Redis schedule holds (the earliest due); the rest wait in the
+    /// database until there is room, so a receiver that is down for long costs Redis a
+    /// bounded ~180 bytes per retry held. 0: unbounded.
+    pub redis_max_scheduled: u64,
     /// What this process runs: the API, the delivery worker, or both (`--api`/`--worker`).
     pub roles: Roles,
     /// Seconds a delivery a worker took stays its own (queue lease and database claim):
@@ -191,6 +195,7 @@ impl Default for Config {
             auto_disable_after_secs: 5 * 24 * 3600,
             retention_days: 30,
             requeue_after_secs: 120,
+            redis_max_scheduled: crate::queue::redis::DEFAULT_MAX_SCHEDULED,
             roles: Roles::ALL,
             delivery_lease_secs: None,
         }
@@ -314,6 +319,11 @@ impl Config {
         if self.endpoint_concurrency == 0 || self.delivery_concurrency < self.endpoint_concurrency {
             anyhow::bail!(
                 "invalid configuration: endpoint_concurrency must be at least 1 and at most delivery_concurrency"
+            );
+        }
+        if self.redis_max_scheduled != 0 && self.redis_max_scheduled < 100 {
+            anyhow::bail!(
+                "invalid configuration: redis_max_scheduled must be 0 (unbounded) or at least 100"
             );
         }
         if self.requeue_after_secs < self.webhook_timeout_secs {

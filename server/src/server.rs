@@ -128,7 +128,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(url) => {
             let queue = RedisQueue::connect(url.expose(), &config.redis_prefix, &replica, lease)
                 .await
-                .map_err(|e| anyhow::anyhow!("cannot use Redis: {e}"))?;
+                .map_err(|e| anyhow::anyhow!("cannot use Redis: {e}"))?
+                .with_max_scheduled(config.redis_max_scheduled);
             (Arc::new(queue), false)
         }
         None => (Arc::new(MemoryQueue::new(lease)), true),

@@ -4,11 +4,18 @@
 //! queue reports it lost its data (Redis restarted empty, or the in-process queue of a
 //! process that just started).
 //!
-//! With several replicas, the two kinds of sweep are shared differently:
+//! It also brings back retries that a bounded queue left out of its schedule (a spill,
+//! see `queue::redis`): a few times a second it asks the queue for room and schedules
+//! the earliest pending deliveries from the database again. While the queue is spilled
+//! the periodic sweep waits: the refills cover the overdue rows (they are due first), and
+//! the sweep would push every spilled row to the ready queue at once.
+//!
+//! With several replicas, the kinds of sweep are shared differently:
 //!
 //! - The periodic sweep of overdue deliveries runs on the holder of the background lease
 //!   only (`crate::lease`): every replica would find the same overdue rows and enqueue
 //!   them once each, N database scans and N queue entries for one lost delivery.
+//! - Refills run on the lease holder only, like the periodic sweep.
 //! - The full sweep after a loss runs on every replica that notices the loss, lease or
 //!   not. A loss is not seen by all replicas: a replica that starts after Redis lost its
 //!   data creates the new epoch and is the only one to know; a `NOGROUP` is seen by the
@@ -25,6 +32,8 @@ use crate::{lease::BackgroundLease, queue::Queue, store::Store, time::now_micros
 
 /// Deliveries enqueued per database read.
 const SWEEP_BATCH: u64 = 1000;
+/// How often a spilled schedule is looked at (one Redis script call when nothing spilled).
+const REFILL_EVERY: Duration = Duration::from_millis(250);
 
 pub struct Reconciler {
     pub store: Store,
@@ -43,24 +52,64 @@ pub struct Reconciler {
 impl Reconciler {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut lost = self.queue_starts_empty;
+        let mut spilled = false;
+        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            lost |= self.queue.lost_data().await.unwrap_or(false);
-            if lost || self.lease.is_held() {
-                match self.sweep(lost).await {
-                    Ok(n) => {
-                        if n > 0 {
-                            tracing::info!(count = n, full = lost, "re-enqueued deliveries");
+            if tokio::time::Instant::now() >= next_sweep {
+                next_sweep += self.interval;
+                lost |= self.queue.lost_data().await.unwrap_or(false);
+                if lost || (self.lease.is_held() && !spilled) {
+                    match self.sweep(lost).await {
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::info!(count = n, full = lost, "re-enqueued deliveries");
+                            }
+                            if lost {
+                                // Retries due later were in the lost schedule too: the
+                                // refill brings them back instead of the overdue sweep,
+                                // `requeue_after` late.
+                                spilled = self.queue.mark_spilled().await.is_ok();
+                            }
+                            lost = false;
                         }
-                        lost = false;
+                        Err(err) => tracing::warn!(error = %err, "reconciler sweep failed"),
                     }
-                    Err(err) => tracing::warn!(error = %err, "reconciler sweep failed"),
+                }
+            }
+            if self.lease.is_held() {
+                match self.refill().await {
+                    Ok(still) => spilled = still,
+                    Err(err) => tracing::warn!(error = %err, "schedule refill failed"),
                 }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(REFILL_EVERY.min(self.interval)) => {}
             }
         }
+    }
+
+    /// Schedules spilled retries again when the queue has room; returns whether the queue
+    /// is (still) spilled.
+    pub async fn refill(&self) -> crate::error::Result<bool> {
+        let Some(room) = self.queue.refill_room().await? else {
+            return Ok(false);
+        };
+        if room == 0 {
+            return Ok(true);
+        }
+        let due = self.store.earliest_pending(room).await?;
+        let left_out = due.len() as u64 >= room;
+        self.queue.schedule(&due).await?;
+        if left_out {
+            self.queue.mark_spilled().await?;
+        }
+        tracing::debug!(
+            count = due.len(),
+            left_out,
+            "refilled the schedule from the database"
+        );
+        Ok(left_out)
     }
 
     /// One sweep; returns how many deliveries were enqueued.

@@ -56,7 +56,25 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Makes each item ready at its time (Unix microseconds); earlier or equal to now
     /// means ready at the next [`Queue::promote_due`].
+    ///
+    /// A queue with a bounded schedule may keep only the items due first and *spill* the
+    /// rest: the database holds their due time, and [`Queue::refill_room`] tells the
+    /// reconciler when to bring them back.
     async fn schedule(&self, items: &[(QueueItem, i64)]) -> Result<()>;
+
+    /// `None` unless the schedule spilled. After a spill: `Some(0)` while the queue is
+    /// still full, or `Some(n)` once it has room again, meaning "schedule the `n`
+    /// pending deliveries due first, from the database". `Some(n)` clears the spill; the
+    /// caller calls [`Queue::mark_spilled`] if the database held `n` or more (some are
+    /// still left out). Unbounded queues always answer `None`.
+    async fn refill_room(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Records that pending deliveries are left out of the schedule.
+    async fn mark_spilled(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Moves scheduled items due at `now_micros` to ready, atomically (an item is never
     /// in both, never in neither). Returns how many moved.

@@ -11,9 +11,26 @@
 //! - `{prefix}:scheduled`: sorted set of retries, member `<delivery id>|<endpoint id>`,
 //!   score the due time in Unix milliseconds (a retry of the same delivery replaces the
 //!   earlier one).
+//!   The set is bounded (`with_max_scheduled`): beyond the bound only the retries due
+//!   first stay, and the rest live in the database alone until there is room (see
+//!   *Bounded schedule* below).
+//! - `{prefix}:spilled`: set while the database holds pending deliveries that the
+//!   sorted set left out.
 //! - `{prefix}:epoch`: a random token set when the keys are first created. Its absence or a
 //!   change tells a running Herald that Redis lost its data (restart without persistence,
 //!   FLUSHALL).
+//!
+//! ## Bounded schedule
+//!
+//! A sorted-set member costs Redis about 180 bytes, so a million retries waiting for a
+//! receiver that is down would take ~180 MB. The schedule script therefore keeps at most
+//! `max_scheduled` members (the earliest due), drops the latest-due beyond it and sets
+//! `spilled`. Nothing is lost: every retry's due time is committed in the database before
+//! it is scheduled. The reconciler asks [`Queue::refill_room`] a few times a second; once
+//! the set is under half full and few ready entries wait, it reads the earliest pending
+//! deliveries from the database and schedules them again (members already in the set are
+//! only rewritten, entries that are mid-claim turn into nothing at the claim). The ready
+//! stream is compact (~60 bytes an entry), so pushes are not bounded.
 //!
 //! Per-endpoint FIFO can be added later with more keys under the same tag (e.g. a list per
 //! endpoint, `{prefix}:fifo:<endpoint id>`, whose head alone sits in the stream), without
@@ -69,9 +86,58 @@ end
 return #due
 ";
 
+/// Adds retries to the sorted set, keeping at most a bound of them (the earliest due).
+///
+/// KEYS[1] = scheduled sorted set, KEYS[2] = spilled flag;
+/// ARGV[1] = the bound (0: none), ARGV[2..] = score, member pairs.
+/// Returns how many members were dropped (their deliveries wait in the database).
+const SCHEDULE_SCRIPT: &str = r"
+redis.call('ZADD', KEYS[1], unpack(ARGV, 2))
+local max = tonumber(ARGV[1])
+if max > 0 then
+  local n = redis.call('ZCARD', KEYS[1])
+  if n > max then
+    redis.call('ZREMRANGEBYRANK', KEYS[1], max, -1)
+    redis.call('SET', KEYS[2], '1')
+    return n - max
+  end
+end
+return 0
+";
+
+/// Whether the reconciler should bring spilled retries back now.
+///
+/// KEYS[1] = scheduled sorted set, KEYS[2] = ready stream, KEYS[3] = spilled flag;
+/// ARGV[1] = the bound, ARGV[2] = the consumer group, ARGV[3] = most ready entries not
+/// yet handed out for a refill to go ahead (they would be read again from the database).
+/// Returns -1 when nothing spilled, 0 when it is too early, else the bound (the flag is
+/// cleared: the caller sets it again if the database still holds more).
+const REFILL_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+local max = tonumber(ARGV[1])
+if redis.call('ZCARD', KEYS[1]) * 2 >= max then return 0 end
+local ready = redis.call('XLEN', KEYS[2])
+if ready > 0 then
+  local ok, pending = pcall(redis.call, 'XPENDING', KEYS[2], ARGV[2])
+  if ok then ready = ready - pending[1] end
+end
+if ready > tonumber(ARGV[3]) then return 0 end
+redis.call('DEL', KEYS[3])
+return max
+";
+
+/// Schedule members per script call (two arguments each, under Lua's stack limit).
+const SCHEDULE_CHUNK: usize = 1000;
+/// The default bound of the sorted set: ~18 MB of Redis.
+pub const DEFAULT_MAX_SCHEDULED: u64 = 100_000;
+/// Ready entries not handed out above which a refill waits: those rows are still
+/// pending in the database and would be queued twice.
+const REFILL_MAX_READY: u64 = 2_000;
+
 struct Keys {
     ready: String,
     scheduled: String,
+    spilled: String,
     epoch: String,
 }
 
@@ -103,6 +169,10 @@ pub struct RedisQueue {
     consumer: String,
     lease: Duration,
     promote: Script,
+    schedule: Script,
+    refill: Script,
+    /// The bound of the scheduled set (0: none).
+    max_scheduled: u64,
     /// The epoch token this process last saw.
     epoch: Mutex<String>,
     /// Set when the queue noticed a loss (created the epoch, lost its group); cleared by
@@ -215,6 +285,7 @@ impl RedisQueue {
         let keys = Keys {
             ready: format!("{{{prefix}}}:ready"),
             scheduled: format!("{{{prefix}}}:scheduled"),
+            spilled: format!("{{{prefix}}}:spilled"),
             epoch: format!("{{{prefix}}}:epoch"),
         };
         // An epoch created now means Redis holds nothing of ours: either a first start or
@@ -231,6 +302,9 @@ impl RedisQueue {
             consumer: consumer.to_owned(),
             lease,
             promote: Script::new(PROMOTE_SCRIPT),
+            schedule: Script::new(SCHEDULE_SCRIPT),
+            refill: Script::new(REFILL_SCRIPT),
+            max_scheduled: DEFAULT_MAX_SCHEDULED,
             epoch: Mutex::new(epoch),
             lost: AtomicBool::new(created),
             reclaim: Mutex::new(Reclaim {
@@ -238,6 +312,12 @@ impl RedisQueue {
                 last_full_scan: None,
             }),
         })
+    }
+
+    /// Bounds the scheduled set to `max` members (0: unbounded); see *Bounded schedule*.
+    pub fn with_max_scheduled(mut self, max: u64) -> Self {
+        self.max_scheduled = max;
+        self
     }
 
     fn lease_ms(&self) -> u64 {
@@ -421,21 +501,64 @@ impl Queue for RedisQueue {
         if items.is_empty() {
             return Ok(());
         }
-        let mut cmd = redis::cmd("ZADD");
-        cmd.arg(&self.keys.scheduled);
-        for (item, at_micros) in items {
-            if item.delivery_id.contains('|') {
-                return Err(Error::Internal(anyhow!(
-                    "redis queue: delivery id {:?} contains '|'",
-                    item.delivery_id
-                )));
-            }
-            // Milliseconds, rounded down: promote_due(now) moves everything due at or
-            // before now (at most a millisecond early), never later.
-            cmd.arg(at_micros.div_euclid(1000))
-                .arg(format!("{}|{}", item.delivery_id, item.endpoint_id));
+        if let Some((item, _)) = items.iter().find(|(i, _)| i.delivery_id.contains('|')) {
+            return Err(Error::Internal(anyhow!(
+                "redis queue: delivery id {:?} contains '|'",
+                item.delivery_id
+            )));
         }
-        cmd.query_async::<()>(&mut self.conn.clone())
+        let mut conn = self.conn.clone();
+        for chunk in items.chunks(SCHEDULE_CHUNK) {
+            let mut invocation = self.schedule.prepare_invoke();
+            invocation
+                .key(&self.keys.scheduled)
+                .key(&self.keys.spilled)
+                .arg(self.max_scheduled);
+            for (item, at_micros) in chunk {
+                // Milliseconds, rounded down: promote_due(now) moves everything due at or
+                // before now (at most a millisecond early), never later.
+                invocation
+                    .arg(at_micros.div_euclid(1000))
+                    .arg(format!("{}|{}", item.delivery_id, item.endpoint_id));
+            }
+            let dropped: u64 = invocation
+                .invoke_async(&mut conn)
+                .await
+                .map_err(redis_error)?;
+            if dropped > 0 {
+                tracing::debug!(
+                    dropped,
+                    max = self.max_scheduled,
+                    "scheduled retries spilled to the database"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn refill_room(&self) -> Result<Option<u64>> {
+        if self.max_scheduled == 0 {
+            return Ok(None);
+        }
+        let room: i64 = self
+            .refill
+            .key(&self.keys.scheduled)
+            .key(&self.keys.ready)
+            .key(&self.keys.spilled)
+            .arg(self.max_scheduled)
+            .arg(GROUP)
+            .arg(REFILL_MAX_READY)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(redis_error)?;
+        Ok(u64::try_from(room).ok())
+    }
+
+    async fn mark_spilled(&self) -> Result<()> {
+        redis::cmd("SET")
+            .arg(&self.keys.spilled)
+            .arg("1")
+            .query_async::<()>(&mut self.conn.clone())
             .await
             .map_err(redis_error)
     }
@@ -697,7 +820,7 @@ mod tests {
     }
 
     async fn cleanup(prefix: &str) {
-        let keys = ["ready", "scheduled", "epoch"].map(|k| format!("{{{prefix}}}:{k}"));
+        let keys = ["ready", "scheduled", "spilled", "epoch"].map(|k| format!("{{{prefix}}}:{k}"));
         let _: redis::RedisResult<()> = redis::cmd("DEL")
             .arg(&keys)
             .query_async(&mut raw().await)
@@ -709,6 +832,76 @@ mod tests {
             delivery_id: format!("dlv_{n:05}"),
             endpoint_id: format!("ep_{}", n % 7),
         }
+    }
+
+    /// The bound keeps the earliest-due retries; the refill waits until the set is under
+    /// half full and few ready entries wait, and clears the spill when it goes ahead.
+    #[tokio::test]
+    async fn bounded_schedule_keeps_the_earliest_and_reports_the_spill() {
+        let p = prefix();
+        let q = fresh(&p, "c1", LONG).await.with_max_scheduled(10);
+        let now = now_micros();
+        assert_eq!(q.refill_room().await.unwrap(), None, "nothing spilled yet");
+        // 15 retries, the later ones scheduled first: the 10 due first stay.
+        let items: Vec<_> = (0..15)
+            .rev()
+            .map(|n| (item(n), now + 60_000_000 + n as i64 * 1000))
+            .collect();
+        q.schedule(&items[..8]).await.unwrap();
+        assert_eq!(q.refill_room().await.unwrap(), None, "8 of 10 fit");
+        q.schedule(&items[8..]).await.unwrap();
+        let kept: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&q.keys.scheduled)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut raw().await)
+            .await
+            .unwrap();
+        let expected: Vec<String> = (0..10)
+            .map(|n| format!("{}|{}", item(n).delivery_id, item(n).endpoint_id))
+            .collect();
+        assert_eq!(kept, expected);
+        assert_eq!(
+            q.refill_room().await.unwrap(),
+            Some(0),
+            "spilled, still full"
+        );
+
+        // Ready entries not handed out hold a refill back too.
+        q.promote_due(now + 70_000_000).await.unwrap();
+        assert_eq!(q.depth().await.unwrap().scheduled, 0);
+        let backlog: Vec<_> = (100..100 + REFILL_MAX_READY as usize + 1)
+            .map(item)
+            .collect();
+        q.push(&backlog).await.unwrap();
+        assert_eq!(
+            q.refill_room().await.unwrap(),
+            Some(0),
+            "a ready backlog waits"
+        );
+        let mut popped = Vec::new();
+        loop {
+            let got = q.pop(1000, Duration::ZERO).await.unwrap();
+            if got.is_empty() {
+                break;
+            }
+            popped.extend(got);
+        }
+        assert_eq!(q.refill_room().await.unwrap(), Some(10), "room: the bound");
+        assert_eq!(
+            q.refill_room().await.unwrap(),
+            None,
+            "the refill cleared it"
+        );
+        q.mark_spilled().await.unwrap();
+        assert_eq!(q.refill_room().await.unwrap(), Some(10));
+
+        let unbounded = queue(&p, "c2", LONG).await.with_max_scheduled(0);
+        unbounded.schedule(&items).await.unwrap();
+        assert_eq!(unbounded.depth().await.unwrap().scheduled, 15);
+        assert_eq!(unbounded.refill_room().await.unwrap(), None);
+        q.ack(&popped).await.unwrap();
+        cleanup(&p).await;
     }
 
     fn ids(leases: &[Lease]) -> Vec<String> {

@@ -339,6 +339,41 @@ impl Store {
         Ok(())
     }
 
+    /// The `limit` pending deliveries not held by a worker that are due first, with
+    /// their due time (Unix microseconds). Changes nothing: the queue's refill after a
+    /// spill (`Queue::refill_room`) re-reads the same rows until they are attempted.
+    pub async fn earliest_pending(&self, limit: u64) -> Result<Vec<(QueueItem, i64)>> {
+        let now = now_micros();
+        let rows: Vec<(String, String, Option<i64>)> = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::Id)
+            .column(delivery::Column::EndpointId)
+            .column(delivery::Column::NextAttemptAt)
+            .filter(delivery::Column::Status.is_in(status::PENDING))
+            .filter(
+                Condition::any()
+                    .add(delivery::Column::LockedUntil.is_null())
+                    .add(delivery::Column::LockedUntil.lt(now)),
+            )
+            .order_by_asc(delivery::Column::NextAttemptAt)
+            .limit(limit)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(delivery_id, endpoint_id, due)| {
+                (
+                    QueueItem {
+                        delivery_id,
+                        endpoint_id,
+                    },
+                    due.unwrap_or(now),
+                )
+            })
+            .collect())
+    }
+
     /// Pending deliveries due before `cutoff` and not held by a worker, oldest first;
     /// their due time is moved to `now` so the next sweep does not take them again
     /// before they are overdue once more.

@@ -1134,3 +1134,65 @@ async fn failed_enqueue_is_covered_by_the_reconciler() {
         .await;
     assert!(all.iter().all(|d| is(d, DeliveryStatus::Delivered)));
 }
+
+/// The Redis schedule holds at most `redis_max_scheduled` retries; the others wait in the
+/// database and come back as the schedule drains (not `requeue_after` later), so a long
+/// outage of a receiver costs Redis a bounded amount and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounded_schedule_spills_retries_to_the_database_and_loses_none() {
+    const EVENTS: usize = 300;
+    const BOUND: u64 = 100;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::Status(503));
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        c.redis_max_scheduled = BOUND;
+        c.retry_schedule_secs = vec![2; 10];
+        // The overdue sweep must not be what brings the spilled retries back.
+        c.requeue_after_secs = 3600;
+    })
+    .await;
+    let api = Api::new(&app, app.tenant("acme").await).await;
+    let endpoint = api.create_endpoint(&receiver.url("/hook")).await;
+    for i in 0..EVENTS {
+        assert_eq!(api.publish(&format!("spill-{i}")).await.deliveries, 1);
+    }
+    // Every first attempt failed: 300 retries for a schedule of 100.
+    wait_distinct(&receiver, EVENTS, Duration::from_secs(60)).await;
+    let spilled = redis_key(&app, "spilled");
+    eventually(
+        "the schedule spilled and stayed bounded",
+        Duration::from_secs(20),
+        || async {
+            let (_, scheduled) = redis_backlog(&app).await;
+            let flagged: bool = redis::cmd("EXISTS")
+                .arg(&spilled)
+                .query_async(&mut redis().await)
+                .await
+                .unwrap();
+            assert!(scheduled <= BOUND, "{scheduled} retries in Redis");
+            if flagged && scheduled > 0 {
+                Ok(())
+            } else {
+                Err(format!("spilled: {flagged}, {scheduled} scheduled"))
+            }
+        },
+    )
+    .await;
+
+    receiver.set_default(Reply::Status(204));
+    eventually(
+        "every delivery DELIVERED",
+        Duration::from_secs(90),
+        || async {
+            let (_, scheduled) = redis_backlog(&app).await;
+            assert!(scheduled <= BOUND, "{scheduled} retries in Redis");
+            let delivered = api.deliveries(&endpoint, DeliveryStatus::Delivered).await;
+            if delivered.len() == EVENTS {
+                Ok(())
+            } else {
+                Err(format!("{} of {EVENTS} delivered", delivered.len()))
+            }
+        },
+    )
+    .await;
+}
