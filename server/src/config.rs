@@ -143,8 +143,12 @@ pub struct Config {
     pub response_body_limit: usize,
     /// Delays between attempts, in seconds: the first retry waits `[0]`, and so on.
     pub retry_schedule_secs: Vec<u32>,
-    /// Attempts in flight at once to one endpoint.
+    /// Attempts in flight at once to one endpoint, at first and at least.
     pub endpoint_concurrency: usize,
+    /// The most attempts in flight to one endpoint: its limit grows from
+    /// `endpoint_concurrency` towards this while its requests succeed and deliveries wait,
+    /// and halves on each failure. Equal to `endpoint_concurrency`: a fixed limit.
+    pub endpoint_concurrency_max: usize,
     /// Attempts in flight at once in this process.
     pub delivery_concurrency: usize,
     /// Disable an endpoint whose attempts all failed for this many seconds (0: never).
@@ -191,6 +195,7 @@ impl Default for Config {
             // about three days, as Standard Webhooks recommends.
             retry_schedule_secs: vec![5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
             endpoint_concurrency: 16,
+            endpoint_concurrency_max: 128,
             delivery_concurrency: 256,
             auto_disable_after_secs: 5 * 24 * 3600,
             retention_days: 30,
@@ -319,6 +324,13 @@ impl Config {
         if self.endpoint_concurrency == 0 || self.delivery_concurrency < self.endpoint_concurrency {
             anyhow::bail!(
                 "invalid configuration: endpoint_concurrency must be at least 1 and at most delivery_concurrency"
+            );
+        }
+        if self.endpoint_concurrency_max < self.endpoint_concurrency
+            || self.endpoint_concurrency_max > self.delivery_concurrency
+        {
+            anyhow::bail!(
+                "invalid configuration: endpoint_concurrency_max must be at least endpoint_concurrency and at most delivery_concurrency"
             );
         }
         if self.redis_max_scheduled != 0 && self.redis_max_scheduled < 100 {

@@ -1,7 +1,12 @@
 //! The delivery worker: queue → claim → render, sign, send → record → retry or done.
 //!
-//! Concurrency is capped per endpoint (`endpoint_concurrency` requests in flight) and per
-//! process. Each endpoint has a slot: the deliveries it is sending, and a line of claimed
+//! Concurrency is limited per endpoint and per process. An endpoint's limit adapts, as
+//! TCP's window does (additive increase, multiplicative decrease): it starts at
+//! `endpoint_concurrency`, grows by one for every half-limit of successful requests made
+//! while deliveries waited for a place, up to `endpoint_concurrency_max`, and halves (not
+//! below the start) on each failure (an error status, a timeout, a refused connection). A
+//! receiver that keeps up gets more requests at once; one that struggles gets fewer, and a
+//! dead or hanging one stays at the start. Each endpoint has a slot: the deliveries it is sending, and a line of claimed
 //! deliveries waiting for one of those to finish. A task that finishes a request takes
 //! the next one of its endpoint's line, so a busy endpoint runs at its cap without going
 //! back to the queue. The line is as long as the endpoint can work through in half a
@@ -64,7 +69,10 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 
 pub struct WorkerConfig {
     pub concurrency: usize,
+    /// An endpoint's starting and lowest limit of requests in flight.
     pub endpoint_concurrency: usize,
+    /// The highest its limit grows to while its requests succeed.
+    pub endpoint_concurrency_max: usize,
     /// How long a claimed delivery stays ours: longer than the request timeout.
     pub lease: Duration,
     /// The whole-exchange timeout of one request.
@@ -95,9 +103,39 @@ struct Slot {
     /// When a request last finished, or the slot last started from idle: how long its
     /// requests have been stuck when none finishes (a hanging endpoint's first wave).
     last_progress: Option<std::time::Instant>,
+    /// Requests in flight allowed now (0: not adapted yet, the starting limit).
+    limit: usize,
+    /// Successes since the limit last changed.
+    streak: usize,
 }
 
 impl Slot {
+    /// Requests this endpoint may have in flight now.
+    fn limit(&self, cap: usize) -> usize {
+        self.limit.max(cap)
+    }
+
+    /// Adapts the limit to a finished request: `Some(true)` a success, `Some(false)` a
+    /// failure, `None` no request. It only grows while deliveries wait for a place (a
+    /// limit that is not reached says nothing about the receiver).
+    fn adapt(&mut self, healthy: Option<bool>, cap: usize, max: usize) {
+        let limit = self.limit(cap);
+        match healthy {
+            Some(true) if !self.waiting.is_empty() && limit < max => {
+                self.streak += 1;
+                if self.streak * 2 >= limit {
+                    self.limit = limit + 1;
+                    self.streak = 0;
+                }
+            }
+            Some(false) => {
+                self.limit = (limit / 2).max(cap);
+                self.streak = 0;
+            }
+            _ => {}
+        }
+    }
+
     /// How many deliveries this endpoint may have in flight and in line.
     fn room(&self, cap: usize, budget: Duration) -> usize {
         let line = match self.latency {
@@ -249,14 +287,15 @@ impl Worker {
                 let endpoint = &lease.item.endpoint_id;
                 let slot = slots.entry(endpoint.clone()).or_default();
                 let load = slot.running + slot.waiting.len() + slot.reserved;
-                if load >= slot.room(cap, self.line_budget()) {
-                    let wait = slot.drain_time(load, cap);
+                let limit = slot.limit(cap);
+                if load >= slot.room(limit, self.line_budget()) {
+                    let wait = slot.drain_time(load, limit);
                     busy.push((lease, wait));
                     continue;
                 }
                 slot.reserved += 1;
                 *planned.entry(endpoint.clone()).or_default() += 1;
-                if load < cap {
+                if load < limit {
                     start_now.push(lease.item.delivery_id.clone());
                 } else {
                     in_line.push(lease.item.delivery_id.clone());
@@ -306,7 +345,7 @@ impl Worker {
                     context: context.clone(),
                 };
                 let slot = slots.entry(job.lease.item.endpoint_id.clone()).or_default();
-                if slot.running < cap {
+                if slot.running < slot.limit(cap) {
                     if slot.running == 0 {
                         slot.last_progress = Some(std::time::Instant::now());
                     }
@@ -343,7 +382,7 @@ impl Worker {
                 // unacked; the queue hands it out again once its lease expires.
                 tracing::debug!(delivery = %job.delivery.id, "claim ran short in line; requeued");
                 drop(permit);
-                match self.next_in_line(&endpoint_id, None) {
+                match self.next_in_line(&endpoint_id, None, None) {
                     Some(next) => {
                         job = next;
                         continue;
@@ -363,8 +402,15 @@ impl Worker {
             );
             let sent = self.send(&job).instrument(span).await;
             let took = started.elapsed();
+            let healthy = match &sent {
+                Sent::Attempted { result, .. } => Some(
+                    result.error_kind.is_none()
+                        && result.status_code.is_some_and(|c| (200..300).contains(&c)),
+                ),
+                Sent::Skipped(_) => None,
+            };
             self.finish(job, sent, permit);
-            match self.next_in_line(&endpoint_id, Some(took)) {
+            match self.next_in_line(&endpoint_id, Some(took), healthy) {
                 Some(next) => job = next,
                 None => return,
             }
@@ -384,10 +430,27 @@ impl Worker {
             .is_some_and(|until| until >= needed)
     }
 
-    /// The next job of the endpoint's line, recording how long the last request took.
-    fn next_in_line(&self, endpoint_id: &str, took: Option<Duration>) -> Option<Job> {
+    /// The next job of the endpoint's line, recording how long the last request took and
+    /// adapting the endpoint's limit to how it went. When the limit grew, the jobs that now
+    /// have a place start on tasks of their own.
+    fn next_in_line(
+        self: &Arc<Self>,
+        endpoint_id: &str,
+        took: Option<Duration>,
+        healthy: Option<bool>,
+    ) -> Option<Job> {
+        let cap = self.config.endpoint_concurrency;
         let mut slots = self.lock_slots();
         let slot = slots.get_mut(endpoint_id)?;
+        slot.adapt(healthy, cap, self.config.endpoint_concurrency_max);
+        // This task keeps its place; the rest of the room goes to new tasks.
+        while slot.running < slot.limit(cap) && slot.waiting.len() > 1 {
+            let Some(job) = slot.waiting.pop_front() else {
+                break;
+            };
+            slot.running += 1;
+            tokio::spawn(self.clone().drive(job));
+        }
         if let Some(took) = took {
             slot.last_progress = Some(std::time::Instant::now());
             let took = took.as_secs_f64();
@@ -396,7 +459,10 @@ impl Worker {
                 None => took,
             });
         }
-        if let Some(job) = slot.waiting.pop_front() {
+        // Over the limit (it just shrank): this task gives its place up.
+        if slot.running <= slot.limit(cap)
+            && let Some(job) = slot.waiting.pop_front()
+        {
             return Some(job);
         }
         // The slot stays when idle: it remembers the endpoint's speed for its next burst.

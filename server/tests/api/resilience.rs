@@ -1196,3 +1196,131 @@ async fn bounded_schedule_spills_retries_to_the_database_and_loses_none() {
     )
     .await;
 }
+
+/// A receiver that answers every request after `delay` (204, or 500 while failing) and
+/// records the most requests it had in flight at once, and each event it was sent.
+struct SlowReceiver {
+    addr: std::net::SocketAddr,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    requests: Arc<AtomicUsize>,
+}
+
+impl SlowReceiver {
+    async fn start(delay: Duration) -> SlowReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = SlowReceiver {
+            addr: listener.local_addr().unwrap(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            failing: Arc::default(),
+            requests: Arc::default(),
+        };
+        let (in_flight, max, failing, requests) = (
+            receiver.in_flight.clone(),
+            receiver.max_in_flight.clone(),
+            receiver.failing.clone(),
+            receiver.requests.clone(),
+        );
+        let app = axum::Router::new().fallback(move || {
+            let (in_flight, max, failing, requests) = (
+                in_flight.clone(),
+                max.clone(),
+                failing.clone(),
+                requests.clone(),
+            );
+            async move {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                if failing.load(Ordering::SeqCst) {
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+}
+
+/// An endpoint's limit of requests in flight grows from `endpoint_concurrency` while its
+/// requests succeed and deliveries wait, never past `endpoint_concurrency_max`, and falls
+/// back to the start once they fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_limit_grows_with_successes_and_falls_back_on_failures() {
+    const START: usize = 2;
+    const MAX: usize = 8;
+    const EVENTS: usize = 150;
+    let receiver = SlowReceiver::start(Duration::from_millis(40)).await;
+    let app = spawn_app_with(Backend::Sqlite, |c| {
+        c.endpoint_concurrency = START;
+        c.endpoint_concurrency_max = MAX;
+        c.retry_schedule_secs = vec![30];
+    })
+    .await;
+    let api = Api::new(&app, app.tenant("acme").await).await;
+    let endpoint = api.create_endpoint(&receiver.url()).await;
+    for i in 0..EVENTS {
+        api.publish(&format!("grow-{i}")).await;
+    }
+    eventually("every delivery DELIVERED", Duration::from_secs(60), || async {
+        let n = api.deliveries(&endpoint, DeliveryStatus::Delivered).await.len();
+        if n == EVENTS {
+            Ok(())
+        } else {
+            Err(format!("{n} of {EVENTS}"))
+        }
+    })
+    .await;
+    let grown = receiver.max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        grown > START && grown <= MAX,
+        "{grown} requests in flight at most (start {START}, max {MAX})"
+    );
+
+    // Failures: the limit halves on each, back to the start.
+    receiver.failing.store(true, Ordering::SeqCst);
+    for i in 0..EVENTS {
+        api.publish(&format!("fail-{i}")).await;
+    }
+    let requests = receiver.requests.clone();
+    eventually("the first failures", Duration::from_secs(30), || {
+        let n = requests.load(Ordering::SeqCst);
+        async move {
+            if n >= EVENTS + 2 * MAX {
+                Ok(())
+            } else {
+                Err(format!("{n} requests"))
+            }
+        }
+    })
+    .await;
+    // Whatever was in flight when the limit fell has ended by now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    receiver.max_in_flight.store(0, Ordering::SeqCst);
+    eventually("every failing delivery tried once", Duration::from_secs(60), || {
+        let n = requests.load(Ordering::SeqCst);
+        async move {
+            if n >= 2 * EVENTS {
+                Ok(())
+            } else {
+                Err(format!("{n} requests"))
+            }
+        }
+    })
+    .await;
+    let after = receiver.max_in_flight.load(Ordering::SeqCst);
+    assert!(
+        after <= START,
+        "{after} requests in flight while the endpoint failed (start {START})"
+    );
+}
