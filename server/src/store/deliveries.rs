@@ -344,19 +344,8 @@ impl Store {
     /// spill (`Queue::refill_room`) re-reads the same rows until they are attempted.
     pub async fn earliest_pending(&self, limit: u64) -> Result<Vec<(QueueItem, i64)>> {
         let now = now_micros();
-        let rows: Vec<(String, String, Option<i64>)> = delivery::Entity::find()
-            .select_only()
-            .column(delivery::Column::Id)
-            .column(delivery::Column::EndpointId)
+        let rows: Vec<(String, String, Option<i64>)> = waiting(now, limit)
             .column(delivery::Column::NextAttemptAt)
-            .filter(delivery::Column::Status.is_in(status::PENDING))
-            .filter(
-                Condition::any()
-                    .add(delivery::Column::LockedUntil.is_null())
-                    .add(delivery::Column::LockedUntil.lt(now)),
-            )
-            .order_by_asc(delivery::Column::NextAttemptAt)
-            .limit(limit)
             .into_tuple()
             .all(&self.db)
             .await?;
@@ -379,19 +368,8 @@ impl Store {
     /// before they are overdue once more.
     pub async fn take_overdue(&self, cutoff: i64, limit: u64) -> Result<Vec<QueueItem>> {
         let now = now_micros();
-        let rows: Vec<(String, String)> = delivery::Entity::find()
-            .select_only()
-            .column(delivery::Column::Id)
-            .column(delivery::Column::EndpointId)
-            .filter(delivery::Column::Status.is_in(status::PENDING))
+        let rows: Vec<(String, String)> = waiting(now, limit)
             .filter(delivery::Column::NextAttemptAt.lte(cutoff))
-            .filter(
-                Condition::any()
-                    .add(delivery::Column::LockedUntil.is_null())
-                    .add(delivery::Column::LockedUntil.lt(now)),
-            )
-            .order_by_asc(delivery::Column::NextAttemptAt)
-            .limit(limit)
             .into_tuple()
             .all(&self.db)
             .await?;
@@ -593,6 +571,23 @@ impl Store {
 }
 
 /// A fresh `DELIVERING` row, due now.
+/// Id and endpoint of the first `limit` pending deliveries, by due time, that no worker
+/// holds at `now`: what the queue should have.
+fn waiting(now: i64, limit: u64) -> sea_orm::Select<delivery::Entity> {
+    delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::Id)
+        .column(delivery::Column::EndpointId)
+        .filter(delivery::Column::Status.is_in(status::PENDING))
+        .filter(
+            Condition::any()
+                .add(delivery::Column::LockedUntil.is_null())
+                .add(delivery::Column::LockedUntil.lt(now)),
+        )
+        .order_by_asc(delivery::Column::NextAttemptAt)
+        .limit(limit)
+}
+
 pub fn new_delivery(
     id: String,
     tenant_id: &str,

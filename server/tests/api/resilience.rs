@@ -1272,14 +1272,21 @@ async fn endpoint_limit_grows_with_successes_and_falls_back_on_failures() {
     for i in 0..EVENTS {
         api.publish(&format!("grow-{i}")).await;
     }
-    eventually("every delivery DELIVERED", Duration::from_secs(60), || async {
-        let n = api.deliveries(&endpoint, DeliveryStatus::Delivered).await.len();
-        if n == EVENTS {
-            Ok(())
-        } else {
-            Err(format!("{n} of {EVENTS}"))
-        }
-    })
+    eventually(
+        "every delivery DELIVERED",
+        Duration::from_secs(60),
+        || async {
+            let n = api
+                .deliveries(&endpoint, DeliveryStatus::Delivered)
+                .await
+                .len();
+            if n == EVENTS {
+                Ok(())
+            } else {
+                Err(format!("{n} of {EVENTS}"))
+            }
+        },
+    )
     .await;
     let grown = receiver.max_in_flight.load(Ordering::SeqCst);
     assert!(
@@ -1307,16 +1314,20 @@ async fn endpoint_limit_grows_with_successes_and_falls_back_on_failures() {
     // Whatever was in flight when the limit fell has ended by now.
     tokio::time::sleep(Duration::from_millis(200)).await;
     receiver.max_in_flight.store(0, Ordering::SeqCst);
-    eventually("every failing delivery tried once", Duration::from_secs(60), || {
-        let n = requests.load(Ordering::SeqCst);
-        async move {
-            if n >= 2 * EVENTS {
-                Ok(())
-            } else {
-                Err(format!("{n} requests"))
+    eventually(
+        "every failing delivery tried once",
+        Duration::from_secs(60),
+        || {
+            let n = requests.load(Ordering::SeqCst);
+            async move {
+                if n >= 2 * EVENTS {
+                    Ok(())
+                } else {
+                    Err(format!("{n} requests"))
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     let after = receiver.max_in_flight.load(Ordering::SeqCst);
     assert!(
