@@ -147,7 +147,8 @@ pub struct Config {
     pub endpoint_concurrency: usize,
     /// The most attempts in flight to one endpoint: its limit grows from
     /// `endpoint_concurrency` towards this while its requests succeed and deliveries wait,
-    /// and halves on each failure. Equal to `endpoint_concurrency`: a fixed limit.
+    /// and halves on each failure. Equal to `endpoint_concurrency` (or lower): a fixed
+    /// limit. Never above `delivery_concurrency`.
     pub endpoint_concurrency_max: usize,
     /// Attempts in flight at once in this process.
     pub delivery_concurrency: usize,
@@ -246,6 +247,14 @@ impl figment::Provider for HeraldVars {
 }
 
 impl Config {
+    /// The most attempts in flight to one endpoint, as the worker applies it: between
+    /// `endpoint_concurrency` and `delivery_concurrency`, whatever the settings combine to.
+    pub fn effective_endpoint_concurrency_max(&self) -> usize {
+        self.endpoint_concurrency_max
+            .max(self.endpoint_concurrency)
+            .min(self.delivery_concurrency)
+    }
+
     /// Loads the layered configuration; `file` is the optional TOML file.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         // `vars_os`: a variable that is not UTF-8 (none of ours can be) must not panic.
@@ -324,13 +333,6 @@ impl Config {
         if self.endpoint_concurrency == 0 || self.delivery_concurrency < self.endpoint_concurrency {
             anyhow::bail!(
                 "invalid configuration: endpoint_concurrency must be at least 1 and at most delivery_concurrency"
-            );
-        }
-        if self.endpoint_concurrency_max < self.endpoint_concurrency
-            || self.endpoint_concurrency_max > self.delivery_concurrency
-        {
-            anyhow::bail!(
-                "invalid configuration: endpoint_concurrency_max must be at least endpoint_concurrency and at most delivery_concurrency"
             );
         }
         if self.redis_max_scheduled != 0 && self.redis_max_scheduled < 100 {
@@ -510,6 +512,28 @@ mod tests {
         };
         assert!(env(&[]).unwrap().with_roles(split).is_err());
         assert!(env(&[redis]).unwrap().with_roles(split).is_ok());
+    }
+
+    /// The adaptive limit's ceiling never rejects a start: it is raised to the starting
+    /// limit and lowered to the process's, whichever settings a deployment changed.
+    #[test]
+    fn endpoint_concurrency_max_fits_the_other_limits() {
+        let max = |vars: &[(&str, &str)]| env(vars).unwrap().effective_endpoint_concurrency_max();
+        assert_eq!(max(&[]), 128);
+        assert_eq!(max(&[("HERALD_DELIVERY_CONCURRENCY", "64")]), 64);
+        assert_eq!(max(&[("HERALD_ENDPOINT_CONCURRENCY", "200")]), 200);
+        assert_eq!(max(&[("HERALD_ENDPOINT_CONCURRENCY_MAX", "16")]), 16);
+        assert_eq!(
+            max(&[
+                ("HERALD_ENDPOINT_CONCURRENCY", "32"),
+                ("HERALD_ENDPOINT_CONCURRENCY_MAX", "8")
+            ]),
+            32
+        );
+        let err = env(&[("HERALD_REDIS_MAX_SCHEDULED", "10")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("redis_max_scheduled"), "{err}");
     }
 
     #[test]

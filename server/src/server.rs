@@ -182,7 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             WorkerConfig {
                 concurrency: config.delivery_concurrency,
                 endpoint_concurrency: config.endpoint_concurrency,
-                endpoint_concurrency_max: config.endpoint_concurrency_max,
+                endpoint_concurrency_max: config.effective_endpoint_concurrency_max(),
                 lease,
                 request_timeout: timeout,
                 busy_endpoint_delay: Duration::from_secs(1),
