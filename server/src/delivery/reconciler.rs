@@ -64,11 +64,11 @@ impl Reconciler {
                             if n > 0 {
                                 tracing::info!(count = n, full = lost, "re-enqueued deliveries");
                             }
-                            if lost {
-                                // Retries due later were in the lost schedule too: the
-                                // refill brings them back instead of the overdue sweep,
-                                // `requeue_after` late.
-                                spilled = self.queue.mark_spilled().await.is_ok();
+                            // Retries due later were in the lost schedule too: the
+                            // refill brings them back instead of the overdue sweep,
+                            // `requeue_after` late.
+                            if lost && let Err(err) = self.queue.mark_spilled().await {
+                                tracing::warn!(error = %err, "marking the lost schedule failed");
                             }
                             lost = false;
                         }

@@ -6,9 +6,11 @@
 //! while deliveries waited for a place, up to `endpoint_concurrency_max`, and halves (not
 //! below the start) on each failure (an error status, a timeout, a refused connection). A
 //! receiver that keeps up gets more requests at once; one that struggles gets fewer, and a
-//! dead or hanging one stays at the start. Each endpoint has a slot: the deliveries it is sending, and a line of claimed
+//! dead or hanging one stays at the start.
+//!
+//! Each endpoint has a slot: the deliveries it is sending, and a line of claimed
 //! deliveries waiting for one of those to finish. A task that finishes a request takes
-//! the next one of its endpoint's line, so a busy endpoint runs at its cap without going
+//! the next one of its endpoint's line, so a busy endpoint runs at its limit without going
 //! back to the queue. The line is as long as the endpoint can work through in half a
 //! lease at its observed speed (a fast receiver gets thousands, a hanging one twice its
 //! cap); whatever does not fit is put back in the queue until the endpoint has likely
@@ -403,10 +405,7 @@ impl Worker {
             let sent = self.send(&job).instrument(span).await;
             let took = started.elapsed();
             let healthy = match &sent {
-                Sent::Attempted { result, .. } => Some(
-                    result.error_kind.is_none()
-                        && result.status_code.is_some_and(|c| (200..300).contains(&c)),
-                ),
+                Sent::Attempted { result, .. } => Some(result.succeeded()),
                 Sent::Skipped(_) => None,
             };
             self.finish(job, sent, permit);
