@@ -274,6 +274,7 @@ impl Worker {
         // line for as many leases as they may wait rounds (a crash frees the former
         // sooner).
         let (mut start_now, mut in_line) = (Vec::new(), Vec::new());
+        let mut endpoint_ids = Vec::new();
         let mut busy = Vec::new();
         let mut done = Vec::new();
         {
@@ -297,6 +298,7 @@ impl Worker {
                 }
                 slot.reserved += 1;
                 *planned.entry(endpoint.clone()).or_default() += 1;
+                endpoint_ids.push(endpoint.clone());
                 if load < limit {
                     start_now.push(lease.item.delivery_id.clone());
                 } else {
@@ -328,6 +330,7 @@ impl Worker {
             .claim_for_attempts(
                 start_now,
                 in_line,
+                endpoint_ids,
                 due_by,
                 now + micros(self.config.lease),
                 now + micros(self.config.lease * 2),
