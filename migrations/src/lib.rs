@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261127_000001_init;
 mod m20261127_000002_leaner_indexes;
 mod m20261128_000003_endpoints_version;
+mod m20261128_000004_pending_index;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_init::Migration),
             Box::new(m20261127_000002_leaner_indexes::Migration),
             Box::new(m20261128_000003_endpoints_version::Migration),
+            Box::new(m20261128_000004_pending_index::Migration),
         ]
     }
 }

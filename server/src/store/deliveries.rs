@@ -58,7 +58,8 @@ pub enum Recorded {
     Gone,
 }
 
-/// The statuses with an attempt still to come, as an SQL list.
+/// The statuses with an attempt still to come, as an SQL list: also the predicate of the
+/// partial index `deliveries_pending` (migration 4), which a query must repeat literally.
 const PENDING_SQL: &str = "'DELIVERING', 'FAILING'";
 
 /// Attempt rows per INSERT (12 values each, under every backend's parameter limit).
@@ -611,7 +612,9 @@ fn waiting(now: i64, limit: u64) -> sea_orm::Select<delivery::Entity> {
         .select_only()
         .column(delivery::Column::Id)
         .column(delivery::Column::EndpointId)
-        .filter(delivery::Column::Status.is_in(status::PENDING))
+        // Literal statuses, as in `deliveries_pending`'s predicate: with bound parameters
+        // neither database can tell that the partial index applies.
+        .filter(Expr::cust(format!("status IN ({PENDING_SQL})")))
         .filter(
             Condition::any()
                 .add(delivery::Column::LockedUntil.is_null())
