@@ -133,13 +133,17 @@ impl Store {
         }
         // Each id is looked up by primary key (`LATERAL … OFFSET 0` keeps the planner from
         // flattening the lookup into a join it plans itself), and the rows that qualify
-        // are updated by their physical address. Given the choice, the planner took
-        // the due-time index and a hash join, reading every pending delivery on each claim,
-        // whenever its statistics (or their absence) said few were pending: 66 buffers
-        // per claimed row in a1, against 13 this way, and the healthy endpoint of (d),
-        // with the hanging one's backlog pending, at 40% of a1's rate. A row updated
-        // between the lookup and the update has a new address and is not claimed:
-        // another worker holds it, or its state changed and its queue entry is stale.
+        // are updated by their physical address. Given the choice, the planner took an
+        // index of pending deliveries and a hash join, or a sequential scan (a prepared
+        // statement's generic plan is made once, while the table may still be empty),
+        // reading every pending delivery on each claim: 66 buffers per claimed row in a1,
+        // against 13 this way, and the healthy endpoint of (d), with the hanging one's
+        // backlog pending, at 40% of a1's rate.
+        //
+        // A row another transaction updated after the lookup is not claimed by it:
+        // PostgreSQL finds the row's newest version but no longer matches its address.
+        // Such rows are looked up once more, by a second statement that sees the change
+        // (see below), so a row is claimed whenever a plain update would have claimed it.
         let sql = format!(
             "WITH target AS (
                  SELECT t.tid, c.lock_until
@@ -162,22 +166,41 @@ impl Store {
                     e.payload AS e_payload, e.idempotency_key AS e_idempotency_key
              FROM claimed LEFT JOIN events e ON e.id = claimed.event_id"
         );
-        let locks = std::iter::repeat_n(lock_now, start_now.len())
-            .chain(std::iter::repeat_n(lock_line, in_line.len()));
-        let locks = pg::bigints(locks);
-        let values = vec![
-            pg::texts(start_now.into_iter().chain(in_line)),
-            locks,
-            due_by.into(),
-            now_micros().into(),
-        ];
+        let wanted: Vec<(String, i64)> = start_now
+            .into_iter()
+            .map(|id| (id, lock_now))
+            .chain(in_line.into_iter().map(|id| (id, lock_line)))
+            .collect();
+        let run = |wanted: Vec<(String, i64)>| {
+            let (ids, locks): (Vec<String>, Vec<i64>) = wanted.into_iter().unzip();
+            let values = vec![
+                pg::texts(ids),
+                pg::bigints(locks),
+                due_by.into(),
+                now_micros().into(),
+            ];
+            self.db.query_all(pg::stmt(&sql, values))
+        };
         // The endpoints are read beside the claim, not after it: one round trip less on
         // the way to the first request. An endpoint changed meanwhile is seen as it was
         // an instant earlier, as when the change lands just after the read.
-        let (rows, (endpoints, tenants)) = tokio::try_join!(
-            async { Ok(self.db.query_all(pg::stmt(&sql, values)).await?) },
+        let (mut rows, (endpoints, tenants)) = tokio::try_join!(
+            async { Ok(run(wanted.clone()).await?) },
             self.endpoints_with_tenants_pg(endpoint_ids),
         )?;
+        if rows.len() < wanted.len() {
+            // Not claimed: finished, held by another worker, not due, gone, or changed
+            // by another transaction after the lookup. Only the last are claimed now.
+            let got: std::collections::HashSet<String> = rows
+                .iter()
+                .map(|row| row.try_get::<String>("", "id"))
+                .collect::<std::result::Result<_, _>>()?;
+            let missed: Vec<(String, i64)> = wanted
+                .into_iter()
+                .filter(|(id, _)| !got.contains(id))
+                .collect();
+            rows.extend(run(missed).await?);
+        }
         let mut claimed = Vec::with_capacity(rows.len());
         let mut context = AttemptContext {
             endpoints,
@@ -680,10 +703,10 @@ async fn update_pending<C: ConnectionTrait>(
 ) -> Result<std::collections::HashSet<String>> {
     let mut applied = std::collections::HashSet::new();
     if pg::is_postgres(conn) {
-        // By primary key, then by address, as the claim (see `claim_for_attempts`): the
-        // planner's own join read every pending delivery through the due-time index when
-        // it believed few were pending. `FOR UPDATE` locks each row as it is found (the
-        // newest version, rechecked), so its address holds until the update.
+        // By primary key, then by address, as the claim (see `claim_for_attempts`), and
+        // for the same reason: the planner's own join read every pending delivery. A
+        // record whose row another transaction changed after the lookup is applied by
+        // a second statement, which sees the change.
         let sql = format!(
             "WITH v AS (
                  SELECT t.tid, v.*
@@ -694,7 +717,7 @@ async fn update_pending<C: ConnectionTrait>(
                       LATERAL (
                           SELECT ctid AS tid FROM deliveries
                           WHERE id = v.id AND status IN ({PENDING_SQL})
-                          OFFSET 0 FOR UPDATE
+                          OFFSET 0
                       ) AS t
              )
              UPDATE deliveries AS d SET status = v.status, attempts = v.attempts,
@@ -705,18 +728,28 @@ async fn update_pending<C: ConnectionTrait>(
              FROM v WHERE d.ctid = v.tid
              RETURNING d.id"
         );
-        let values = vec![
-            pg::texts(records.iter().map(|r| r.delivery.id.clone())),
-            pg::texts(records.iter().map(|r| r.decision.status.to_string())),
-            pg::ints(records.iter().map(|r| r.delivery.attempts + 1)),
-            pg::opt_bigints(records.iter().map(|r| r.decision.next_attempt_at)),
-            pg::bigints(records.iter().map(|r| r.started_at)),
-            pg::opt_ints(records.iter().map(|r| r.status_code.map(i32::from))),
-            pg::opt_texts(records.iter().map(|r| r.decision.last_error.clone())),
-            now.into(),
-        ];
-        for row in conn.query_all(pg::stmt(&sql, values)).await? {
-            applied.insert(row.try_get::<String>("", "id")?);
+        let values = |records: &[&AttemptRecord]| {
+            vec![
+                pg::texts(records.iter().map(|r| r.delivery.id.clone())),
+                pg::texts(records.iter().map(|r| r.decision.status.to_string())),
+                pg::ints(records.iter().map(|r| r.delivery.attempts + 1)),
+                pg::opt_bigints(records.iter().map(|r| r.decision.next_attempt_at)),
+                pg::bigints(records.iter().map(|r| r.started_at)),
+                pg::opt_ints(records.iter().map(|r| r.status_code.map(i32::from))),
+                pg::opt_texts(records.iter().map(|r| r.decision.last_error.clone())),
+                now.into(),
+            ]
+        };
+        let mut todo: Vec<&AttemptRecord> = records.iter().collect();
+        // The second round only for records whose row changed under the first.
+        for _ in 0..2 {
+            for row in conn.query_all(pg::stmt(&sql, values(&todo))).await? {
+                applied.insert(row.try_get::<String>("", "id")?);
+            }
+            todo.retain(|r| !applied.contains(&r.delivery.id));
+            if todo.is_empty() {
+                break;
+            }
         }
         return Ok(applied);
     }

@@ -4,6 +4,7 @@
 mod helpers;
 mod receiver;
 
+mod claims;
 mod cluster;
 mod compose;
 mod delivery;

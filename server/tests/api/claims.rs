@@ -1,0 +1,127 @@
+//! The database claim under contention (PostgreSQL): two workers that hold the same
+//! delivery (a duplicate queue entry) and claim it at the same moment must not both get it,
+//! or the receiver gets the webhook twice.
+
+use std::time::Duration;
+
+use herald::{store::Store, time::now_micros};
+use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+
+use crate::helpers::{create_pg_database, eventually};
+
+/// Claims `delivery` for one worker; whether it got it.
+async fn claim(store: &Store, delivery: &str, endpoint: &str) -> bool {
+    let now = now_micros();
+    let (claimed, _) = store
+        .claim_for_attempts(
+            vec![delivery.to_string()],
+            Vec::new(),
+            vec![endpoint.to_string()],
+            now + 1_000_000,
+            now + 60_000_000,
+            now + 120_000_000,
+        )
+        .await
+        .expect("claim");
+    claimed.iter().any(|d| d.id == delivery)
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_delivery_give_it_to_one_worker() {
+    let (name, url) = create_pg_database().await;
+    let store = Store::connect(&url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    let tenant = store
+        .create_tenant("tnt_claims".into(), "claims".into())
+        .await
+        .expect("tenant");
+    let (endpoint, _) = store
+        .create_endpoint(
+            &tenant.id,
+            herald::store::endpoints::EndpointFields {
+                url: "http://127.0.0.1:9/hook".into(),
+                filters: Vec::new(),
+                enabled: true,
+                disabled_reason: String::new(),
+                description: String::new(),
+                metadata: Default::default(),
+                environment: String::new(),
+                format: "keygen".into(),
+                schemes: vec!["keygen".into()],
+                keygen_algorithm: "ed25519".into(),
+                retry_schedule: Vec::new(),
+            },
+        )
+        .await
+        .expect("endpoint");
+    let sql = Database::connect(&url).await.expect("connect");
+    let now = now_micros();
+    sql.execute_unprepared(&format!(
+        "INSERT INTO events (seq, id, tenant_id, event_type, environment, occurred_at,
+                             received_at, payload)
+         VALUES (1, 'evt_claims', '{tenant}', 'license.created', '', {now}, {now}, '{{}}');
+         INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
+                                 idempotency_token, status, attempts, next_attempt_at,
+                                 created_at, updated_at)
+         VALUES ('dlv_claims', '{tenant}', 'evt_claims', '{endpoint}', 'license.created',
+                 'tok', 'DELIVERING', 0, {now}, {now}, {now})",
+        tenant = tenant.id,
+        endpoint = endpoint.id,
+    ))
+    .await
+    .expect("rows");
+
+    // Another transaction holds the row (as a recorder or a claim would) while both
+    // workers read it as claimable and then wait for it: when it commits, both find a
+    // newer version of the row than the one they read.
+    let holder = sql.begin().await.expect("begin");
+    holder
+        .execute_unprepared(
+            "UPDATE deliveries SET updated_at = updated_at + 1 WHERE id = 'dlv_claims'",
+        )
+        .await
+        .expect("hold the row");
+    let (a, b) = (store.clone(), store.clone());
+    let endpoint_id = endpoint.id.clone();
+    let first = tokio::spawn({
+        let endpoint_id = endpoint_id.clone();
+        async move { claim(&a, "dlv_claims", &endpoint_id).await }
+    });
+    let second = tokio::spawn(async move { claim(&b, "dlv_claims", &endpoint_id).await });
+    eventually(
+        "both claims wait for the row",
+        Duration::from_secs(10),
+        || {
+            let sql = &sql;
+            let name = name.clone();
+            async move {
+                let row = sql
+                    .query_one(sea_orm::Statement::from_string(
+                        sea_orm::DatabaseBackend::Postgres,
+                        format!(
+                            "SELECT count(*) AS n FROM pg_stat_activity
+                         WHERE datname = '{name}' AND wait_event_type = 'Lock'"
+                        ),
+                    ))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("no row")?;
+                let waiting: i64 = row.try_get("", "n").map_err(|e| e.to_string())?;
+                if waiting >= 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{waiting} waiting"))
+                }
+            }
+        },
+    )
+    .await;
+    holder.commit().await.expect("commit");
+
+    let got = [first.await.unwrap(), second.await.unwrap()];
+    assert_eq!(
+        got.iter().filter(|g| **g).count(),
+        1,
+        "exactly one worker claims the delivery: {got:?}"
+    );
+}
