@@ -142,11 +142,12 @@ impl Store {
         //
         // A row another transaction updated after the lookup is not claimed by it:
         // PostgreSQL finds the row's newest version but no longer matches its address.
-        // Such rows are looked up once more, by a second statement that sees the change
-        // (see below), so a row is claimed whenever a plain update would have claimed it.
+        // Such rows (found by the lookup, not updated: their claimed columns are NULL in
+        // the result) are looked up once more, by a second statement that sees the
+        // change, so a row is claimed whenever a plain update would have claimed it.
         let sql = format!(
             "WITH target AS (
-                 SELECT t.tid, c.lock_until
+                 SELECT t.tid, c.id, c.lock_until
                  FROM UNNEST($1::text[], $2::bigint[]) AS c(id, lock_until),
                       LATERAL (
                           SELECT ctid AS tid FROM deliveries
@@ -163,8 +164,10 @@ impl Store {
              SELECT claimed.*, e.seq AS e_seq, e.id AS e_id, e.tenant_id AS e_tenant_id,
                     e.event_type AS e_event_type, e.environment AS e_environment,
                     e.occurred_at AS e_occurred_at, e.received_at AS e_received_at,
-                    e.payload AS e_payload, e.idempotency_key AS e_idempotency_key
-             FROM claimed LEFT JOIN events e ON e.id = claimed.event_id"
+                    e.payload AS e_payload, e.idempotency_key AS e_idempotency_key,
+                    target.id AS target_id, target.lock_until AS target_lock
+             FROM target LEFT JOIN claimed ON claimed.id = target.id
+                  LEFT JOIN events e ON e.id = claimed.event_id"
         );
         let wanted: Vec<(String, i64)> = start_now
             .into_iter()
@@ -184,39 +187,21 @@ impl Store {
         // The endpoints are read beside the claim, not after it: one round trip less on
         // the way to the first request. An endpoint changed meanwhile is seen as it was
         // an instant earlier, as when the change lands just after the read.
-        let (mut rows, (endpoints, tenants)) = tokio::try_join!(
-            async { Ok(run(wanted.clone()).await?) },
+        let (rows, (endpoints, tenants)) = tokio::try_join!(
+            async { Ok(run(wanted).await?) },
             self.endpoints_with_tenants_pg(endpoint_ids),
         )?;
-        if rows.len() < wanted.len() {
-            // Not claimed: finished, held by another worker, not due, gone, or changed
-            // by another transaction after the lookup. Only the last are claimed now.
-            let got: std::collections::HashSet<String> = rows
-                .iter()
-                .map(|row| row.try_get::<String>("", "id"))
-                .collect::<std::result::Result<_, _>>()?;
-            let missed: Vec<(String, i64)> = wanted
-                .into_iter()
-                .filter(|(id, _)| !got.contains(id))
-                .collect();
-            rows.extend(run(missed).await?);
-        }
         let mut claimed = Vec::with_capacity(rows.len());
         let mut context = AttemptContext {
             endpoints,
             tenants,
             ..AttemptContext::default()
         };
-        for row in rows {
-            let delivery =
-                <delivery::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
-            // No event: pruned between the delivery's queueing and now (LEFT JOIN).
-            if row.try_get::<Option<String>>("", "e_id")?.is_some() {
-                let event =
-                    <event::Model as sea_orm::FromQueryResult>::from_query_result(&row, "e_")?;
-                context.events.insert(event.id.clone(), event);
-            }
-            claimed.push(delivery);
+        let missed = take_claimed(rows, &mut claimed, &mut context)?;
+        if !missed.is_empty() {
+            // Changed again under the second lookup: left to its queue entry's next turn.
+            let rows = run(missed).await?;
+            take_claimed(rows, &mut claimed, &mut context)?;
         }
         Ok((claimed, context))
     }
@@ -253,47 +238,29 @@ impl Store {
 
     /// Loads the events, endpoints and tenants of `deliveries` (SQLite's path).
     async fn attempt_context(&self, deliveries: &[delivery::Model]) -> Result<AttemptContext> {
-        let mut event_ids: Vec<&str> = deliveries.iter().map(|d| d.event_id.as_str()).collect();
-        event_ids.sort_unstable();
-        event_ids.dedup();
+        let ids = |of: fn(&delivery::Model) -> &String| {
+            let mut ids: Vec<String> = deliveries.iter().map(|d| of(d).clone()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
         let events = event::Entity::find()
-            .filter(event::Column::Id.is_in(event_ids))
+            .filter(event::Column::Id.is_in(ids(|d| &d.event_id)))
             .all(&self.db)
             .await?;
-        let (endpoints, tenants) = self.endpoints_and_tenants(deliveries).await?;
-        Ok(AttemptContext {
-            events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
-            endpoints,
-            tenants,
-        })
-    }
-
-    async fn endpoints_and_tenants(
-        &self,
-        deliveries: &[delivery::Model],
-    ) -> Result<(
-        HashMap<String, endpoint::Model>,
-        HashMap<String, tenant::Model>,
-    )> {
-        let mut endpoint_ids: Vec<String> =
-            deliveries.iter().map(|d| d.endpoint_id.clone()).collect();
-        endpoint_ids.sort_unstable();
-        endpoint_ids.dedup();
-        let mut tenant_ids: Vec<String> = deliveries.iter().map(|d| d.tenant_id.clone()).collect();
-        tenant_ids.sort_unstable();
-        tenant_ids.dedup();
         let endpoints = endpoint::Entity::find()
-            .filter(endpoint::Column::Id.is_in(endpoint_ids))
+            .filter(endpoint::Column::Id.is_in(ids(|d| &d.endpoint_id)))
             .all(&self.db)
             .await?;
         let tenants = tenant::Entity::find()
-            .filter(tenant::Column::Id.is_in(tenant_ids))
+            .filter(tenant::Column::Id.is_in(ids(|d| &d.tenant_id)))
             .all(&self.db)
             .await?;
-        Ok((
-            endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
-            tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
-        ))
+        Ok(AttemptContext {
+            events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
+            tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        })
     }
 
     /// Records a batch of attempts and applies each decision to its delivery and
@@ -647,6 +614,34 @@ fn waiting(now: i64, limit: u64) -> sea_orm::Select<delivery::Entity> {
         .limit(limit)
 }
 
+/// Reads a claim's result rows into `claimed` and `context`; returns the rows the lookup
+/// found but the update did not take (another transaction changed them meanwhile), with
+/// their locks, to claim again.
+fn take_claimed(
+    rows: Vec<sea_orm::QueryResult>,
+    claimed: &mut Vec<delivery::Model>,
+    context: &mut AttemptContext,
+) -> Result<Vec<(String, i64)>> {
+    let mut missed = Vec::new();
+    for row in rows {
+        if row.try_get::<Option<String>>("", "id")?.is_none() {
+            missed.push((
+                row.try_get::<String>("", "target_id")?,
+                row.try_get::<i64>("", "target_lock")?,
+            ));
+            continue;
+        }
+        let delivery = <delivery::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
+        // No event: pruned between the delivery's queueing and now (LEFT JOIN).
+        if row.try_get::<Option<String>>("", "e_id")?.is_some() {
+            let event = <event::Model as sea_orm::FromQueryResult>::from_query_result(&row, "e_")?;
+            context.events.insert(event.id.clone(), event);
+        }
+        claimed.push(delivery);
+    }
+    Ok(missed)
+}
+
 /// A fresh `DELIVERING` row, due now.
 pub fn new_delivery(
     id: String,
@@ -705,8 +700,9 @@ async fn update_pending<C: ConnectionTrait>(
     if pg::is_postgres(conn) {
         // By primary key, then by address, as the claim (see `claim_for_attempts`), and
         // for the same reason: the planner's own join read every pending delivery. A
-        // record whose row another transaction changed after the lookup is applied by
-        // a second statement, which sees the change.
+        // record whose row the lookup found but the update did not take (another
+        // transaction changed it meanwhile) is applied by a second statement, which sees
+        // the change.
         let sql = format!(
             "WITH v AS (
                  SELECT t.tid, v.*
@@ -719,14 +715,17 @@ async fn update_pending<C: ConnectionTrait>(
                           WHERE id = v.id AND status IN ({PENDING_SQL})
                           OFFSET 0
                       ) AS t
+             ),
+             u AS (
+                 UPDATE deliveries AS d SET status = v.status, attempts = v.attempts,
+                     next_attempt_at = NULLIF(v.next_attempt_at, 0), locked_until = NULL,
+                     last_attempt_at = v.last_attempt_at,
+                     last_response_code = NULLIF(v.last_response_code, 0),
+                     last_error = NULLIF(v.last_error, ''), updated_at = $8
+                 FROM v WHERE d.ctid = v.tid
+                 RETURNING d.id
              )
-             UPDATE deliveries AS d SET status = v.status, attempts = v.attempts,
-                 next_attempt_at = NULLIF(v.next_attempt_at, 0), locked_until = NULL,
-                 last_attempt_at = v.last_attempt_at,
-                 last_response_code = NULLIF(v.last_response_code, 0),
-                 last_error = NULLIF(v.last_error, ''), updated_at = $8
-             FROM v WHERE d.ctid = v.tid
-             RETURNING d.id"
+             SELECT v.id, u.id IS NOT NULL AS applied FROM v LEFT JOIN u ON u.id = v.id"
         );
         let values = |records: &[&AttemptRecord]| {
             vec![
@@ -741,12 +740,19 @@ async fn update_pending<C: ConnectionTrait>(
             ]
         };
         let mut todo: Vec<&AttemptRecord> = records.iter().collect();
-        // The second round only for records whose row changed under the first.
+        // A second round only for rows found but not taken; after it they count as
+        // finished meanwhile.
         for _ in 0..2 {
+            let mut again = std::collections::HashSet::new();
             for row in conn.query_all(pg::stmt(&sql, values(&todo))).await? {
-                applied.insert(row.try_get::<String>("", "id")?);
+                let id = row.try_get::<String>("", "id")?;
+                if row.try_get::<bool>("", "applied")? {
+                    applied.insert(id);
+                } else {
+                    again.insert(id);
+                }
             }
-            todo.retain(|r| !applied.contains(&r.delivery.id));
+            todo.retain(|r| again.contains(&r.delivery.id));
             if todo.is_empty() {
                 break;
             }

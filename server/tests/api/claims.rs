@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald::{store::Store, time::now_micros};
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 
-use crate::helpers::{create_pg_database, eventually};
+use crate::helpers::{create_pg_database, eventually, store_endpoint};
 
 /// Claims `delivery` for one worker; whether it got it.
 async fn claim(store: &Store, delivery: &str, endpoint: &str) -> bool {
@@ -36,22 +36,7 @@ async fn concurrent_claims_of_one_delivery_give_it_to_one_worker() {
         .await
         .expect("tenant");
     let (endpoint, _) = store
-        .create_endpoint(
-            &tenant.id,
-            herald::store::endpoints::EndpointFields {
-                url: "http://127.0.0.1:9/hook".into(),
-                filters: Vec::new(),
-                enabled: true,
-                disabled_reason: String::new(),
-                description: String::new(),
-                metadata: Default::default(),
-                environment: String::new(),
-                format: "keygen".into(),
-                schemes: vec!["keygen".into()],
-                keygen_algorithm: "ed25519".into(),
-                retry_schedule: Vec::new(),
-            },
-        )
+        .create_endpoint(&tenant.id, store_endpoint("http://127.0.0.1:9/hook", &[]))
         .await
         .expect("endpoint");
     let sql = Database::connect(&url).await.expect("connect");

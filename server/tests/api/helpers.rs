@@ -333,6 +333,24 @@ pub fn clean_up_blocking(pg_database: Option<String>, redis_prefix: Option<Strin
     .join();
 }
 
+/// An enabled Keygen-format endpoint at `url` taking `filters`, for tests that create one
+/// through the store rather than the API.
+pub fn store_endpoint(url: &str, filters: &[&str]) -> herald::store::endpoints::EndpointFields {
+    herald::store::endpoints::EndpointFields {
+        url: url.into(),
+        filters: filters.iter().map(|f| f.to_string()).collect(),
+        enabled: true,
+        disabled_reason: String::new(),
+        description: String::new(),
+        metadata: Default::default(),
+        environment: String::new(),
+        format: "keygen".into(),
+        schemes: vec!["keygen".into()],
+        keygen_algorithm: "ed25519".into(),
+        retry_schedule: Vec::new(),
+    }
+}
+
 /// A Keygen-style JSON:API payload for `event_type`, as JSON text.
 pub fn payload_for(event_type: &str, id: &str) -> String {
     let info = herald::catalog::catalog()

@@ -12,14 +12,16 @@ use herald::proto::{
     PublishResponse, PublishStreamRequest, UpdateEndpointRequest,
     event_service_client::EventServiceClient, publish_stream_response,
 };
-use herald::store::{Store, endpoints::EndpointFields};
+use herald::store::Store;
 use prost_types::{ListValue, Struct, Value, value::Kind};
 use serde_json::{Value as Json, json};
 use tonic::{Code, Status, transport::Channel};
 
 use crate::{
     both_backends,
-    helpers::{Backend, TestApp, authed, publish_request, spawn_app, spawn_app_with},
+    helpers::{
+        Backend, TestApp, authed, publish_request, spawn_app, spawn_app_with, store_endpoint,
+    },
 };
 
 // ---------------------------------------------------------------------------------
@@ -966,19 +968,7 @@ async fn endpoint_changes_apply_to_the_next_publish(backend: Backend) {
     let (added, _) = other
         .create_endpoint(
             &acme.tenant_id,
-            EndpointFields {
-                url: "http://127.0.0.1:9/other".into(),
-                filters: vec!["license.created".into()],
-                enabled: true,
-                disabled_reason: String::new(),
-                description: String::new(),
-                metadata: Default::default(),
-                environment: String::new(),
-                format: "keygen".into(),
-                schemes: vec!["keygen".into()],
-                keygen_algorithm: "ed25519".into(),
-                retry_schedule: Vec::new(),
-            },
+            store_endpoint("http://127.0.0.1:9/other", &["license.created"]),
         )
         .await
         .expect("create through the store");
