@@ -138,7 +138,7 @@ impl Store {
         // statement's generic plan is made once, while the table may still be empty),
         // reading every pending delivery on each claim: 66 buffers per claimed row in a1,
         // against 13 this way, and the healthy endpoint of (d), with the hanging one's
-        // backlog pending, at 40% of a1's rate.
+        // backlog pending, at 60-70% of a1's rate.
         //
         // A row another transaction updated after the lookup is not claimed by it:
         // PostgreSQL finds the row's newest version but no longer matches its address.
