@@ -26,6 +26,8 @@ use crate::{
 const MAX_BATCH_EVENTS: usize = 2000;
 /// Publishes that may wait for the writer before callers wait to enqueue.
 const QUEUE: usize = 4096;
+/// Committed batches whose deliveries may wait for the pusher before the writer waits.
+const PUSH_QUEUE: usize = 64;
 
 struct Job {
     events: Vec<NewEvent>,
@@ -47,10 +49,12 @@ impl Writer {
         idempotency_window_micros: i64,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
+        tokio::spawn(push(queue, push_rx));
         let sink = Sink {
             store,
             bus,
-            queue,
+            pusher: push_tx,
             subscribers: Subscribers::default(),
         };
         tokio::spawn(run(sink, idempotency_window_micros, rx));
@@ -82,11 +86,12 @@ impl Writer {
     }
 }
 
-/// Where committed events go: storage, then the live bus and the delivery queue.
+/// Where committed events go: storage, then the live bus and (through the pusher) the
+/// delivery queue.
 struct Sink {
     store: Store,
     bus: Arc<Bus>,
-    queue: Arc<dyn Queue>,
+    pusher: mpsc::Sender<Vec<QueueItem>>,
     /// The endpoints publishes are matched against (PostgreSQL; see `store::subscribers`).
     subscribers: Subscribers,
 }
@@ -101,14 +106,24 @@ impl Sink {
         Ok(committed)
     }
 
-    /// Queues the new deliveries of `committed`. After the commit (and after the
-    /// publishers got their answers: the push is not theirs to wait for), and allowed
-    /// to fail: the reconciler enqueues whatever is due and not queued, so a failed push
-    /// only delays those deliveries.
+    /// Hands the new deliveries of a commit to the pusher, so that the next commit
+    /// need not wait for the queue's round trip (a publish waiting behind it did).
     async fn enqueue(&self, items: Vec<QueueItem>) {
-        if !items.is_empty()
-            && let Err(err) = self.queue.push(&items).await
-        {
+        if !items.is_empty() && self.pusher.send(items).await.is_err() {
+            tracing::debug!("pusher stopped; the reconciler will queue the deliveries");
+        }
+    }
+}
+
+/// Queues committed deliveries, whatever arrived meanwhile in one call. After the commit
+/// (and after the publishers got their answers: the push is not theirs to wait for), and
+/// allowed to fail: the reconciler enqueues whatever is due and not queued, so a failed
+/// push only delays those deliveries.
+async fn push(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<Vec<QueueItem>>) {
+    let mut batches = Vec::new();
+    while rx.recv_many(&mut batches, PUSH_QUEUE).await > 0 {
+        let items: Vec<QueueItem> = batches.drain(..).flatten().collect();
+        if let Err(err) = queue.push(&items).await {
             tracing::warn!(error = %err, count = items.len(), "enqueue after publish failed; the reconciler will retry");
         }
     }
