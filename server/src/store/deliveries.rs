@@ -287,7 +287,8 @@ impl Store {
         // round trip instead of four (begin, update, insert, commit). What it cannot
         // apply (a delivery finished, deleted or changed meanwhile) goes through the
         // general path, which sorts those cases out.
-        let applied = record_applied_pg(&self.db, records, now).await?;
+        let all: Vec<&AttemptRecord> = records.iter().collect();
+        let applied = record_applied_pg(&self.db, &all, now).await?;
         let rest: Vec<&AttemptRecord> = records
             .iter()
             .filter(|r| !applied.contains(r.delivery.id.as_str()))
@@ -333,7 +334,13 @@ impl Store {
         for (endpoint, change) in changes {
             apply_endpoint_change(&txn, endpoint, change, now).await?;
         }
-        let applied = update_pending(&txn, &records, now).await?;
+        // On PostgreSQL the applied records' attempts are inserted by the same statement.
+        let postgres = pg::is_postgres(&txn);
+        let applied = if postgres {
+            record_applied_pg(&txn, &records, now).await?
+        } else {
+            update_pending(&txn, &records, now).await?
+        };
         let mut outcome = Vec::with_capacity(records.len());
         for &r in &records {
             let d = &r.delivery;
@@ -372,10 +379,14 @@ impl Store {
         let rows: Vec<attempt::Model> = records
             .iter()
             .zip(&outcome)
-            .filter(|(_, o)| !matches!(o, Recorded::Gone))
+            .filter(|(_, o)| match o {
+                Recorded::Applied { .. } => !postgres,
+                Recorded::Finished => true,
+                Recorded::Gone => false,
+            })
             .map(|(r, _)| attempt_row(r))
             .collect();
-        if pg::is_postgres(&txn) {
+        if postgres {
             insert_attempts_pg(&txn, rows).await?;
         } else {
             for chunk in rows.chunks(ATTEMPT_INSERT_CHUNK) {
@@ -733,80 +744,18 @@ fn attempt_row(r: &AttemptRecord) -> attempt::Model {
 }
 
 /// Applies each record's decision to its delivery if that is still pending, with one
-/// statement per chunk (`UPDATE … FROM` a list of values, which PostgreSQL and SQLite
-/// both take). Returns the ids it updated.
+/// statement per chunk (`UPDATE … FROM` a list of values; SQLite, PostgreSQL takes
+/// `record_applied_pg`). Returns the ids it updated.
 async fn update_pending<C: ConnectionTrait>(
     conn: &C,
     records: &[&AttemptRecord],
     now: i64,
 ) -> Result<std::collections::HashSet<String>> {
     let mut applied = std::collections::HashSet::new();
-    if pg::is_postgres(conn) {
-        // By primary key, then by address, as the claim (see `claim_for_attempts`), and
-        // for the same reason: the planner's own join read every pending delivery. A
-        // record whose row the lookup found but the update did not take (another
-        // transaction changed it meanwhile) is applied by a second statement, which sees
-        // the change.
-        let sql = format!(
-            "WITH v AS (
-                 SELECT t.tid, v.*
-                 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[],
-                             $6::int[], $7::text[])
-                      AS v(id, status, attempts, next_attempt_at, last_attempt_at,
-                           last_response_code, last_error),
-                      LATERAL (
-                          SELECT ctid AS tid FROM deliveries
-                          WHERE id = v.id AND status IN ({PENDING_SQL})
-                          OFFSET 0
-                      ) AS t
-             ),
-             u AS (
-                 UPDATE deliveries AS d SET status = v.status, attempts = v.attempts,
-                     next_attempt_at = NULLIF(v.next_attempt_at, 0), locked_until = NULL,
-                     last_attempt_at = v.last_attempt_at,
-                     last_response_code = NULLIF(v.last_response_code, 0),
-                     last_error = NULLIF(v.last_error, ''), updated_at = $8
-                 FROM v WHERE d.ctid = v.tid
-                 RETURNING d.id
-             )
-             SELECT v.id, u.id IS NOT NULL AS applied FROM v LEFT JOIN u ON u.id = v.id"
-        );
-        let values = |records: &[&AttemptRecord]| {
-            vec![
-                pg::texts(records.iter().map(|r| r.delivery.id.clone())),
-                pg::texts(records.iter().map(|r| r.decision.status.to_string())),
-                pg::ints(records.iter().map(|r| r.delivery.attempts + 1)),
-                pg::opt_bigints(records.iter().map(|r| r.decision.next_attempt_at)),
-                pg::bigints(records.iter().map(|r| r.started_at)),
-                pg::opt_ints(records.iter().map(|r| r.status_code.map(i32::from))),
-                pg::opt_texts(records.iter().map(|r| r.decision.last_error.clone())),
-                now.into(),
-            ]
-        };
-        let mut todo: Vec<&AttemptRecord> = records.to_vec();
-        // A second round only for rows found but not taken; after it they count as
-        // finished meanwhile.
-        for _ in 0..2 {
-            let mut again = std::collections::HashSet::new();
-            for row in conn.query_all(pg::stmt(&sql, values(&todo))).await? {
-                let id = row.try_get::<String>("", "id")?;
-                if row.try_get::<bool>("", "applied")? {
-                    applied.insert(id);
-                } else {
-                    again.insert(id);
-                }
-            }
-            todo.retain(|r| again.contains(&r.delivery.id));
-            if todo.is_empty() {
-                break;
-            }
-        }
-        return Ok(applied);
-    }
     for chunk in records.chunks(UPDATE_CHUNK) {
         let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 7 + 1);
         let mut rows = Vec::with_capacity(chunk.len());
-        // SQLite here (PostgreSQL took the fixed-text form above): `?` placeholders.
+        // `?` placeholders: SQLite's.
         let param = |values: &mut Vec<sea_orm::Value>, v: sea_orm::Value| {
             values.push(v);
             "?"
@@ -846,12 +795,17 @@ async fn update_pending<C: ConnectionTrait>(
 }
 
 /// Applies each record's decision to its delivery if that is still pending, and inserts
-/// the attempt of each delivery it updated, in one statement (PostgreSQL; its own
-/// transaction). The lookup and the second round are those of `update_pending`. Returns
-/// the ids it updated; the others got nothing.
+/// the attempt of each delivery it updated, in one statement (PostgreSQL; in the caller's
+/// transaction, or its own). Returns the ids it updated; the others got nothing.
+///
+/// By primary key, then by address, as the claim (see `claim_for_attempts`), and for the
+/// same reason: the planner's own join read every pending delivery. A record whose row
+/// the lookup found but the update did not take (another transaction changed it
+/// meanwhile) is applied by a second statement, which sees the change; after that it
+/// counts as finished meanwhile.
 async fn record_applied_pg<C: ConnectionTrait>(
     conn: &C,
-    records: &[AttemptRecord],
+    records: &[&AttemptRecord],
     now: i64,
 ) -> Result<std::collections::HashSet<String>> {
     let sql = format!(
@@ -915,9 +869,7 @@ async fn record_applied_pg<C: ConnectionTrait>(
         ]
     };
     let mut applied = std::collections::HashSet::new();
-    let mut todo: Vec<&AttemptRecord> = records.iter().collect();
-    // A second round only for rows found but not taken (changed meanwhile; see
-    // `claim_for_attempts`).
+    let mut todo: Vec<&AttemptRecord> = records.to_vec();
     for _ in 0..2 {
         let mut again = std::collections::HashSet::new();
         for row in conn.query_all(pg::stmt(&sql, values(&todo))).await? {
