@@ -276,18 +276,18 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_micros();
+        let all: Vec<&AttemptRecord> = records.iter().collect();
         let quiet = records
             .iter()
             .all(|r| matches!(r.decision.endpoint, EndpointChange::None));
         if !(quiet && pg::is_postgres(&self.db)) {
-            return self.record_in_transaction(records, now).await;
+            return self.record_in_transaction(&all, now).await;
         }
         // The usual batch (no endpoint to change) is one statement: the deliveries'
         // updates and their attempts together, in the statement's own transaction, one
         // round trip instead of four (begin, update, insert, commit). What it cannot
         // apply (a delivery finished, deleted or changed meanwhile) goes through the
         // general path, which sorts those cases out.
-        let all: Vec<&AttemptRecord> = records.iter().collect();
         let applied = record_applied_pg(&self.db, &all, now).await?;
         let rest: Vec<&AttemptRecord> = records
             .iter()
@@ -315,12 +315,11 @@ impl Store {
 
     /// Records `records` in one transaction (one commit for the whole batch), endpoint
     /// changes included (see [`Store::record_attempts`]).
-    async fn record_in_transaction<R: std::borrow::Borrow<AttemptRecord>>(
+    async fn record_in_transaction(
         &self,
-        records: &[R],
+        records: &[&AttemptRecord],
         now: i64,
     ) -> Result<Vec<Recorded>> {
-        let records: Vec<&AttemptRecord> = records.iter().map(|r| r.borrow()).collect();
         let txn = self.db.begin().await?;
         // Endpoints before deliveries: the order in which deleting an endpoint (which
         // cascades to its deliveries) takes its locks; the other order can deadlock
@@ -337,12 +336,12 @@ impl Store {
         // On PostgreSQL the applied records' attempts are inserted by the same statement.
         let postgres = pg::is_postgres(&txn);
         let applied = if postgres {
-            record_applied_pg(&txn, &records, now).await?
+            record_applied_pg(&txn, records, now).await?
         } else {
-            update_pending(&txn, &records, now).await?
+            update_pending(&txn, records, now).await?
         };
         let mut outcome = Vec::with_capacity(records.len());
-        for &r in &records {
+        for &r in records {
             let d = &r.delivery;
             if applied.contains(d.id.as_str()) {
                 outcome.push(Recorded::Applied {
