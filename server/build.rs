@@ -29,11 +29,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // Hand-written so a live event is encoded once for all tails (see src/wire.rs).
+        // Hand-written so that an event can be sent as bytes encoded beforehand: once for
+        // all tails, and a publish's payload straight from its JSON (see src/wire/).
         .extern_path(
             ".herald.v1.SubscribeResponse",
             "crate::wire::SubscribeResponse",
         )
+        .extern_path(".herald.v1.PublishResponse", "crate::wire::PublishResponse")
         .compile_fds(compiler.file_descriptor_set())?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the pure functions on the hot paths: filter matching (every
 //! endpoint of a tenant, for every published event), webhook body rendering and the two
-//! signatures (every delivery attempt). `cargo bench -p herald`.
+//! signatures (every delivery attempt), and a publish's answer (every published event).
+//! `cargo bench -p herald`.
 
 use std::{hint::black_box, time::SystemTime};
 
@@ -8,12 +9,16 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use herald::{
     filter::Filter,
+    json::json_to_struct,
+    proto,
     webhook::{
         keygen,
         render::{self, Envelope, Format},
         standard,
     },
+    wire::{self, PublishResponse},
 };
+use prost::Message;
 
 /// A Keygen license document of about 1 KB, like the benchmark harness publishes.
 fn payload() -> String {
@@ -101,5 +106,40 @@ fn rendering(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, filters, rendering);
+/// A publish's answer echoes the event, its payload as a `Struct`: built from the
+/// publisher's JSON and encoded by prost, or encoded from the JSON directly (`wire`).
+fn answering(c: &mut Criterion) {
+    let text = payload();
+    let event = proto::Event {
+        id: "evt_01JDQ3Z8Y6X5W4V3T2S1R0Q9P8".into(),
+        type_name: "license.created".into(),
+        tenant_id: "acme".into(),
+        payload_json: text.clone(),
+        cursor: "c_0000000000000001".into(),
+        ..Default::default()
+    };
+    c.bench_function("answer/publish via Struct (1 KB payload)", |b| {
+        b.iter(|| {
+            let json: serde_json::Value = serde_json::from_str(black_box(&text)).unwrap();
+            let event = proto::Event {
+                payload: json_to_struct(&json),
+                ..event.clone()
+            };
+            PublishResponse::new(event, false, 1).encode_to_vec()
+        })
+    });
+    c.bench_function("answer/publish direct (1 KB payload)", |b| {
+        b.iter(|| {
+            let json: serde_json::Value = serde_json::from_str(black_box(&text)).unwrap();
+            let serde_json::Value::Object(map) = &json else {
+                unreachable!()
+            };
+            let payload = wire::structs::encode(map);
+            let event = wire::encode_event_with_payload(&event.clone(), &payload);
+            PublishResponse::encoded(event, false, 1).encode_to_vec()
+        })
+    });
+}
+
+criterion_group!(benches, filters, rendering, answering);
 criterion_main!(benches);

@@ -12,17 +12,16 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use prost::Message;
 use tokio::sync::broadcast;
 
 use crate::{
-    convert,
     relay::{Inlet, LocalCommit},
     store::{entities::event, events::Committed},
+    wire,
 };
 
 /// One committed event as tails need it: the routing fields and the `herald.v1.Event`
-/// message, encoded once however many tails receive it (see `wire.rs`).
+/// message, encoded once however many tails receive it (see `wire`).
 #[derive(Debug)]
 pub struct LiveEvent {
     pub seq: i64,
@@ -39,7 +38,7 @@ impl LiveEvent {
             tenant_id: event.tenant_id.clone(),
             event_type: event.event_type.clone(),
             environment: event.environment.clone(),
-            encoded: convert::event(event).encode_to_vec().into(),
+            encoded: wire::encode_event(event),
         }
     }
 }

@@ -17,9 +17,10 @@ pub fn event(m: &event::Model) -> proto::Event {
     message(m, payload)
 }
 
-/// [`event`] with the payload's `Struct` form already at hand (a publish's answer).
-pub fn event_with_payload(m: &event::Model, payload: prost_types::Struct) -> proto::Event {
-    message(m, Some(payload))
+/// [`event`] without its `payload` `Struct`, for a caller that encodes the payload itself
+/// (see `wire::encode_event_with_payload`).
+pub fn event_without_payload(m: &event::Model) -> proto::Event {
+    message(m, None)
 }
 
 fn message(m: &event::Model, payload: Option<prost_types::Struct>) -> proto::Event {

@@ -36,7 +36,7 @@ pub mod proto {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("herald.v1");
 
-    pub use crate::wire::{SubscribeResponse, subscribe_response};
+    pub use crate::wire::{PublishResponse, SubscribeResponse, subscribe_response};
 
     /// The encoded descriptors of `proto/`, custom options included.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("herald_descriptor");

@@ -2,8 +2,8 @@
 
 use std::{pin::Pin, time::Duration};
 
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use prost_types::Struct;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
@@ -30,7 +30,7 @@ use crate::{
         page::Page,
     },
     tail::{self, Start, Tail},
-    time,
+    time, wire,
 };
 
 /// Most events in one `PublishBatch`.
@@ -99,25 +99,24 @@ impl EventApi {
     }
 }
 
-/// The answer for `c`; `payload` is the request's payload as a `Struct`, which a new
-/// event stored unchanged (a duplicate answers with the original's stored payload).
-fn response(c: Committed, payload: Struct) -> PublishResponse {
+/// The answer for `c`; `payload` is the request's payload encoded as a `Struct`, which a
+/// new event stored unchanged (a duplicate answers with the original's stored payload).
+fn response(c: Committed, payload: Bytes) -> PublishResponse {
     let outcome = if c.duplicate {
         metrics::Published::Duplicate
     } else {
         metrics::Published::Stored
     };
     metrics::event_published(&c.event.event_type, outcome);
-    let event = if c.duplicate {
-        convert::event(&c.event)
-    } else {
-        convert::event_with_payload(&c.event, payload)
-    };
-    PublishResponse {
-        event: Some(event),
-        duplicate: c.duplicate,
-        deliveries: c.deliveries,
+    if c.duplicate {
+        return PublishResponse::new(convert::event(&c.event), true, c.deliveries);
     }
+    let event = convert::event_without_payload(&c.event);
+    PublishResponse::encoded(
+        wire::encode_event_with_payload(&event, &payload),
+        false,
+        c.deliveries,
+    )
 }
 
 /// Authorises and validates one publish of an already authenticated principal.
@@ -125,14 +124,14 @@ async fn prepare(
     state: &State,
     principal: &crate::auth::Principal,
     req: PublishRequest,
-) -> Result<(NewEvent, Struct)> {
+) -> Result<(NewEvent, Bytes)> {
     let tenant = principal.tenant_for(&req.tenant_id, Access::Publish)?;
     let prepared = publish::validate_keeping_payload(&tenant, req, state.config.max_payload_bytes)?;
     state.require_tenant(&tenant).await?;
     Ok(prepared)
 }
 
-fn single(mut committed: Vec<Committed>, payload: Struct) -> Result<PublishResponse> {
+fn single(mut committed: Vec<Committed>, payload: Bytes) -> Result<PublishResponse> {
     committed
         .pop()
         .map(|c| response(c, payload))

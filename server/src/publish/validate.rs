@@ -2,17 +2,18 @@
 //! field: the type exists, the payload is a JSON:API document whose `data` has the
 //! shape and resource `type` the catalog expects, and the sizes are within limits.
 
-use prost_types::Struct;
+use bytes::Bytes;
+use prost::Message;
 use serde_json::Value as Json;
 
 use crate::{
     catalog::catalog,
     error::{Error, Result},
     ids::{self, Kind},
-    json::{json_to_struct, struct_to_json},
+    json::struct_to_json,
     proto::{EventTypeInfo, PublishRequest},
     store::events::NewEvent,
-    time,
+    time, wire,
 };
 
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -26,13 +27,14 @@ pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Res
     validate_keeping_payload(tenant_id, req, max_payload).map(|(event, _)| event)
 }
 
-/// [`validate`], also returning the payload as a `Struct` (the one given, or built from
-/// the JSON already parsed), so that the answer needs no second parse of the payload.
+/// [`validate`], also returning the payload encoded as a `google.protobuf.Struct` (the
+/// one given, or encoded from the JSON already parsed), for the answer to carry without
+/// a second parse of the payload (see `wire`).
 pub fn validate_keeping_payload(
     tenant_id: &str,
     req: PublishRequest,
     max_payload: usize,
-) -> Result<(NewEvent, Struct)> {
+) -> Result<(NewEvent, Bytes)> {
     let info = catalog().resolve("", req.r#type, &req.type_name)?;
     validate_environment("environment", &req.environment)?;
     let occurred_at = req
@@ -86,8 +88,13 @@ pub fn validate_keeping_payload(
         return Err(too_large(field, text.len(), max_payload));
     }
     check_document(field, &json, info)?;
-    // A valid document is an object, so it has a Struct form.
-    let payload = given.or_else(|| json_to_struct(&json)).unwrap_or_default();
+    // The payload as a publish's answer echoes it: the publisher's Struct, or the JSON
+    // encoded as one directly (a valid document is an object).
+    let payload = match (given, &json) {
+        (Some(s), _) => s.encode_to_vec().into(),
+        (None, Json::Object(map)) => wire::structs::encode(map),
+        (None, _) => Bytes::new(),
+    };
 
     let event = NewEvent {
         id: ids::new(Kind::Event),

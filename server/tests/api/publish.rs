@@ -640,6 +640,9 @@ async fn payload_json_is_kept_exactly(backend: Backend) {
         .expect("get")
         .into_inner();
     assert_eq!(got.payload_json, text);
+    // The answer's payload Struct is encoded straight from the JSON (`wire`); it decodes
+    // to what GetEvent builds from the stored text.
+    assert_eq!(got, event, "the answer carries the stored event");
     let listed = all_events(&mut events, &keys.subscriber, "").await;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].payload_json, text);
