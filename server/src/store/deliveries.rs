@@ -1,7 +1,7 @@
 //! Deliveries (the outbox rows) and their attempts: claiming by workers, recording
 //! outcomes, the delivery log queries, manual retries, replays and pruning.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use sea_orm::{
     ActiveValue::Set, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -10,6 +10,7 @@ use sea_orm::{
 
 use super::{
     Store,
+    attempt_copy::Loaded,
     entities::{attempt, delivery, endpoint, event, tenant},
     events::idempotency_token,
     page::Page,
@@ -27,12 +28,13 @@ use crate::{
     time::now_micros,
 };
 
-/// Everything an attempt needs, loaded in three queries for a batch of deliveries.
+/// Everything the attempts of a batch of deliveries need. The endpoints and tenants are
+/// shared with the worker's copy of them (PostgreSQL; see `store::attempt_copy`).
 #[derive(Default)]
 pub struct AttemptContext {
     pub events: HashMap<String, event::Model>,
-    pub endpoints: HashMap<String, endpoint::Model>,
-    pub tenants: HashMap<String, tenant::Model>,
+    pub endpoints: HashMap<String, Arc<endpoint::Model>>,
+    pub tenants: HashMap<String, Arc<tenant::Model>>,
 }
 
 /// One attempt to record.
@@ -111,8 +113,10 @@ impl Store {
     /// `start_now` until `lock_now`, those that will wait in an endpoint's line until
     /// `lock_line`; then loads what their attempts need. `endpoint_ids` are their
     /// endpoints, as the queue entries name them. On PostgreSQL the claim and the events
-    /// are one statement, and the endpoints with their tenants another, run at the same
-    /// time on a second connection.
+    /// are one statement, which also reads the version of the endpoints and tenants: the
+    /// worker's copy of them is used when it holds them all at that version (see
+    /// `store::attempt_copy`). Otherwise they are read by a second statement, at the same
+    /// time on a second connection when the copy lacks one of them.
     pub async fn claim_for_attempts(
         &self,
         start_now: Vec<String>,
@@ -165,7 +169,8 @@ impl Store {
                     e.event_type AS e_event_type, e.environment AS e_environment,
                     e.occurred_at AS e_occurred_at, e.received_at AS e_received_at,
                     e.payload AS e_payload, e.idempotency_key AS e_idempotency_key,
-                    target.id AS target_id, target.lock_until AS target_lock
+                    target.id AS target_id, target.lock_until AS target_lock,
+                    (SELECT value FROM sequences WHERE name = 'attempts') AS ctx_version
              FROM target LEFT JOIN claimed ON claimed.id = target.id
                   LEFT JOIN events e ON e.id = claimed.event_id"
         );
@@ -184,56 +189,55 @@ impl Store {
             ];
             self.db.query_all(pg::stmt(&sql, values))
         };
-        // The endpoints are read beside the claim, not after it: one round trip less on
-        // the way to the first request. An endpoint changed meanwhile is seen as it was
-        // an instant earlier, as when the change lands just after the read.
-        let (rows, (endpoints, tenants)) = tokio::try_join!(
-            async { Ok(run(wanted).await?) },
-            self.endpoints_with_tenants_pg(endpoint_ids),
-        )?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        let mut context = AttemptContext {
-            endpoints,
-            tenants,
-            ..AttemptContext::default()
+        let copied = self.attempt_copy().holds(&endpoint_ids);
+        let (rows, read) = if copied {
+            (run(wanted).await?, None)
+        } else {
+            // Read beside the claim, not after it: one round trip less on the way to the
+            // first request. An endpoint changed meanwhile is seen as it was an instant
+            // earlier, as when the change lands just after the read.
+            let (rows, read) = tokio::try_join!(
+                async { Ok(run(wanted).await?) },
+                Loaded::read(&self.db, endpoint_ids.clone()),
+            )?;
+            (rows, Some(read))
         };
+        let claim_version = match rows.first() {
+            Some(row) => row.try_get::<Option<i64>>("", "ctx_version")?,
+            None => None,
+        };
+        let mut claimed = Vec::with_capacity(rows.len());
+        let mut context = AttemptContext::default();
         let missed = take_claimed(rows, &mut claimed, &mut context)?;
         if !missed.is_empty() {
             // Changed again under the second lookup: left to its queue entry's next turn.
             let rows = run(missed).await?;
             take_claimed(rows, &mut claimed, &mut context)?;
         }
-        Ok((claimed, context))
-    }
-
-    /// The endpoints `ids` and their tenants, in one query (PostgreSQL).
-    async fn endpoints_with_tenants_pg(
-        &self,
-        mut ids: Vec<String>,
-    ) -> Result<(
-        HashMap<String, endpoint::Model>,
-        HashMap<String, tenant::Model>,
-    )> {
-        ids.sort_unstable();
-        ids.dedup();
-        let sql = "SELECT e.*, t.id AS t_id, t.name AS t_name, t.signing_key AS t_signing_key,
-                          t.public_key AS t_public_key, t.created_at AS t_created_at
-                   FROM endpoints e JOIN tenants t ON t.id = e.tenant_id
-                   WHERE e.id = ANY($1)";
-        let rows = self
-            .db
-            .query_all(pg::stmt(sql, vec![pg::texts(ids)]))
-            .await?;
-        let (mut endpoints, mut tenants) = (HashMap::new(), HashMap::new());
-        for row in rows {
-            let endpoint =
-                <endpoint::Model as sea_orm::FromQueryResult>::from_query_result(&row, "")?;
-            let tenant =
-                <tenant::Model as sea_orm::FromQueryResult>::from_query_result(&row, "t_")?;
-            tenants.entry(tenant.id.clone()).or_insert(tenant);
-            endpoints.insert(endpoint.id.clone(), endpoint);
+        if claimed.is_empty() {
+            return Ok((claimed, context));
         }
-        Ok((endpoints, tenants))
+        let loaded = match read {
+            Some(read) => {
+                self.attempt_copy().absorb(&read);
+                read
+            }
+            None => {
+                // The copy, if nothing changed since it was made; else a fresh read.
+                let copy = claim_version.and_then(|v| self.attempt_copy().get(v, &endpoint_ids));
+                match copy {
+                    Some(copy) => copy,
+                    None => {
+                        let read = Loaded::read(&self.db, endpoint_ids).await?;
+                        self.attempt_copy().absorb(&read);
+                        read
+                    }
+                }
+            }
+        };
+        context.endpoints = loaded.endpoints;
+        context.tenants = loaded.tenants;
+        Ok((claimed, context))
     }
 
     /// Loads the events, endpoints and tenants of `deliveries` (SQLite's path).
@@ -258,8 +262,14 @@ impl Store {
             .await?;
         Ok(AttemptContext {
             events: events.into_iter().map(|e| (e.id.clone(), e)).collect(),
-            endpoints: endpoints.into_iter().map(|e| (e.id.clone(), e)).collect(),
-            tenants: tenants.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| (e.id.clone(), Arc::new(e)))
+                .collect(),
+            tenants: tenants
+                .into_iter()
+                .map(|t| (t.id.clone(), Arc::new(t)))
+                .collect(),
         })
     }
 

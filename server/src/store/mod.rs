@@ -3,6 +3,7 @@
 //! Each submodule is a set of tenant-scoped query helpers for one table: callers pass
 //! the tenant they are authorised for, and a row of another tenant is simply not found.
 
+pub mod attempt_copy;
 pub mod deliveries;
 pub mod endpoints;
 pub mod entities;
@@ -14,26 +15,31 @@ pub mod pg;
 pub mod subscribers;
 pub mod tenants;
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
+use self::attempt_copy::AttemptCopy;
 use crate::error::Result;
 
 /// A handle on the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub db: DatabaseConnection,
+    /// The delivery worker's copy of the endpoints it sends to (PostgreSQL; see
+    /// [`attempt_copy`]), shared by the clones of this handle.
+    attempt_copy: Arc<Mutex<AttemptCopy>>,
 }
 
 impl Store {
     /// Connects to `url` (`sqlite://...` or `postgres://...`).
     pub async fn connect(url: &str) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Store {
-                db: connect_postgres(url).await?,
-            });
+            return Ok(Store::new(connect_postgres(url).await?));
         }
         let mut options = ConnectOptions::new(url.to_string());
         options
@@ -51,7 +57,19 @@ impl Store {
             });
         }
         let db = Database::connect(options).await?;
-        Ok(Store { db })
+        Ok(Store::new(db))
+    }
+
+    fn new(db: DatabaseConnection) -> Store {
+        Store {
+            db,
+            attempt_copy: Arc::default(),
+        }
+    }
+
+    /// The worker's copy of the endpoints; held only for a lookup, never across an await.
+    fn attempt_copy(&self) -> std::sync::MutexGuard<'_, AttemptCopy> {
+        self.attempt_copy.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Applies pending migrations.

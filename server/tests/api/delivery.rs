@@ -362,6 +362,7 @@ both_backends!(
     delivery_service_is_tenant_isolated,
     endpoint_retry_schedule_overrides_the_servers,
     pruning_removes_old_events_and_their_deliveries,
+    endpoint_changes_apply_to_the_next_webhook,
 );
 
 /// One POST with the Keygen `webhook-events` document; the delivery is DELIVERED with
@@ -1865,4 +1866,53 @@ async fn manual_retry_supersedes_a_pending_original(backend: Backend) {
     assert!(!attempts[0].succeeded);
     let got = hanging.received();
     assert_eq!(got.len(), 2, "the superseded delivery was sent again");
+}
+
+/// A change to an endpoint applies to its next webhook, however it was made: through
+/// UpdateEndpoint on this server, or written straight to the database, as another
+/// replica's change is seen (the worker keeps a copy of the endpoints it sends to).
+async fn endpoint_changes_apply_to_the_next_webhook(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let keys = app.tenant("acme").await;
+    let (first, second, third) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    let created = create_endpoint(&app, &keys.manager, endpoint_request(&first.url("/hook"))).await;
+    let endpoint = created.endpoint.unwrap();
+    publish(&app, &keys, "license.created", "lic-copy-1").await;
+    first.wait_for(1, WAIT).await;
+
+    app.endpoints()
+        .await
+        .update_endpoint(authed(
+            &keys.manager,
+            UpdateEndpointRequest {
+                id: endpoint.id.clone(),
+                url: Some(second.url("/hook")),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("update the URL");
+    publish(&app, &keys, "license.created", "lic-copy-2").await;
+    let got = second.wait_for(1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0].body).contains("lic-copy-2"));
+
+    let db = Database::connect(app.config.database_url.expose())
+        .await
+        .expect("database");
+    db.execute_unprepared(&format!(
+        "UPDATE endpoints SET url = '{}' WHERE id = '{}'",
+        third.url("/hook"),
+        endpoint.id
+    ))
+    .await
+    .expect("update the row");
+    publish(&app, &keys, "license.created", "lic-copy-3").await;
+    let got = third.wait_for(1, WAIT).await;
+    assert!(String::from_utf8_lossy(&got[0].body).contains("lic-copy-3"));
+    assert_no_more(&first, 1, Duration::from_millis(300)).await;
+    assert_no_more(&second, 1, Duration::from_millis(300)).await;
 }
