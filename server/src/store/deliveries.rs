@@ -149,16 +149,21 @@ impl Store {
         // Such rows (found by the lookup, not updated: their claimed columns are NULL in
         // the result) are looked up once more, by a second statement that sees the
         // change, so a row is claimed whenever a plain update would have claimed it.
+        //
+        // The plan is meant to be generic, made once per connection (see `store::pg`,
+        // *Plans*): the arrays are read through scalar subqueries, and the lookup names
+        // only the primary key, so the pending index cannot serve it.
         let sql = format!(
             "WITH target AS (
                  SELECT t.tid, c.id, c.lock_until
-                 FROM UNNEST($1::text[], $2::bigint[]) AS c(id, lock_until),
+                 FROM UNNEST((SELECT $1::text[]), (SELECT $2::bigint[])) AS c(id, lock_until),
                       LATERAL (
-                          SELECT ctid AS tid FROM deliveries
-                          WHERE id = c.id AND status IN ({PENDING_SQL}) AND next_attempt_at <= $3
-                            AND (locked_until IS NULL OR locked_until < $4)
+                          SELECT ctid AS tid, status, next_attempt_at, locked_until
+                          FROM deliveries WHERE id = c.id
                           OFFSET 0
                       ) AS t
+                 WHERE t.status IN ({PENDING_SQL}) AND t.next_attempt_at <= $3
+                   AND (t.locked_until IS NULL OR t.locked_until < $4)
              ),
              claimed AS (
                  UPDATE deliveries AS d SET locked_until = target.lock_until
@@ -808,7 +813,8 @@ async fn update_pending<C: ConnectionTrait>(
 /// transaction, or its own). Returns the ids it updated; the others got nothing.
 ///
 /// By primary key, then by address, as the claim (see `claim_for_attempts`), and for the
-/// same reason: the planner's own join read every pending delivery. A record whose row
+/// same reason: the planner's own join read every pending delivery; and with a plan made
+/// once per connection, as the claim's (see `store::pg`, *Plans*). A record whose row
 /// the lookup found but the update did not take (another transaction changed it
 /// meanwhile) is applied by a second statement, which sees the change; after that it
 /// counts as finished meanwhile.
@@ -820,17 +826,19 @@ async fn record_applied_pg<C: ConnectionTrait>(
     let sql = format!(
         "WITH v AS (
              SELECT t.tid, v.*
-             FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[],
-                         $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::bigint[], $12::bool[], $13::text[], $14::text[], $15::text[])
+             FROM UNNEST((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::int[]),
+                         (SELECT $4::bigint[]), (SELECT $5::bigint[]), (SELECT $6::int[]),
+                         (SELECT $7::text[]), (SELECT $8::text[]), (SELECT $9::text[]),
+                         (SELECT $10::text[]), (SELECT $11::bigint[]), (SELECT $12::bool[]),
+                         (SELECT $13::text[]), (SELECT $14::text[]), (SELECT $15::text[]))
                   AS v(id, status, attempts, next_attempt_at, last_attempt_at,
                        last_response_code, last_error, attempt_id, tenant_id, endpoint_id,
                        duration_micros, succeeded, error_kind, error_message, response_body),
                   LATERAL (
-                      SELECT ctid AS tid FROM deliveries
-                      WHERE id = v.id AND status IN ({PENDING_SQL})
+                      SELECT ctid AS tid, status AS current FROM deliveries WHERE id = v.id
                       OFFSET 0
                   ) AS t
+             WHERE t.current IN ({PENDING_SQL})
          ),
          u AS (
              UPDATE deliveries AS d SET status = v.status, attempts = v.attempts,

@@ -91,6 +91,10 @@ impl Store {
 /// and the publish writer's statement for a batch of 2,000 events is megabytes: over a
 /// long run every pooled connection carries one, and the 1,000,000-delivery backlog
 /// benchmark peaked at 277 MB of RSS, above its 256 MB bound.
+///
+/// Each session also runs with `enable_seqscan = off` (see `store::pg`, *Plans*): a
+/// sequential scan is then chosen only where no index can serve, so that a plan made
+/// while a table was still small does not keep scanning it whole once it has grown.
 async fn connect_postgres(url: &str) -> Result<DatabaseConnection> {
     use sea_orm::sqlx::{
         ConnectOptions as _, Connection as _,
@@ -99,7 +103,8 @@ async fn connect_postgres(url: &str) -> Result<DatabaseConnection> {
     let connect = url
         .parse::<PgConnectOptions>()
         .map_err(conn_err)?
-        .disable_statement_logging();
+        .disable_statement_logging()
+        .options([("enable_seqscan", "off")]);
     let pool = PgPoolOptions::new()
         .max_connections(32)
         .min_connections(2)

@@ -11,6 +11,25 @@
 //! Arrays cannot carry NULL elements here (the binder takes `Vec<T>`), so nullable
 //! columns travel as a sentinel that `NULLIF` turns back into NULL: `0` for times and
 //! status codes, `''` for text. None of those is a meaningful stored value.
+//!
+//! **Plans.** The claim and the record run for every dispatch and every batch of finished
+//! attempts; they are meant to be planned once per connection and the plan reused. Two
+//! things stood in the way (`pg_stat_statements` and `auto_explain`, seventh round of
+//! docs/BENCHMARKS.md):
+//! - PostgreSQL gives a prepared statement's first five executions custom plans, made for
+//!   the values given, and keeps the generic plan afterwards only if it costs no more than
+//!   they did. A custom plan knows each array's length, and with the few rows a dispatch
+//!   carries under moderate load it always looked cheaper than the generic plan (which
+//!   assumes ten), so every call was planned anew: the claim spent twice as long planning
+//!   as executing. These statements read their arrays as `(SELECT $1::text[])`: the length
+//!   is then unknown to both plans, which cost the same, and the generic plan is kept.
+//! - A generic plan is made once, and a fresh database's tables are small when it is: it
+//!   updated the claimed rows through a hash join over a sequential scan of `deliveries`,
+//!   and kept doing so as the table grew (most of the record's slow executions in a4).
+//!   Sessions run with `enable_seqscan = off` (`store::connect_postgres`), so a sequential
+//!   scan is chosen only where no index serves; and the lookups name only the primary
+//!   key (the other conditions sit outside `LATERAL … OFFSET 0`), so no other index can
+//!   be chosen for them.
 
 use sea_orm::{ConnectionTrait, DatabaseBackend, Statement, Value, sea_query::ArrayType};
 
