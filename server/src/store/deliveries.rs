@@ -222,22 +222,20 @@ impl Store {
         if claimed.is_empty() {
             return Ok((claimed, context));
         }
-        let loaded = match read {
-            Some(read) => {
+        // The copy, if nothing changed since it was made.
+        let copy = claim_version
+            .filter(|_| read.is_none())
+            .and_then(|v| self.attempt_copy().get(v, &endpoint_ids));
+        let loaded = match copy {
+            Some(copy) => copy,
+            None => {
+                // What was read beside the claim, or a fresh read; the copy takes it in.
+                let read = match read {
+                    Some(read) => read,
+                    None => Loaded::read(&self.db, endpoint_ids).await?,
+                };
                 self.attempt_copy().absorb(&read);
                 read
-            }
-            None => {
-                // The copy, if nothing changed since it was made; else a fresh read.
-                let copy = claim_version.and_then(|v| self.attempt_copy().get(v, &endpoint_ids));
-                match copy {
-                    Some(copy) => copy,
-                    None => {
-                        let read = Loaded::read(&self.db, endpoint_ids).await?;
-                        self.attempt_copy().absorb(&read);
-                        read
-                    }
-                }
             }
         };
         context.endpoints = loaded.endpoints;

@@ -16,11 +16,8 @@ pub mod publish;
 pub mod structs;
 pub mod subscribe;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use prost::{
-    Message,
-    encoding::{WireType, encode_key, encode_varint},
-};
+use bytes::{Bytes, BytesMut};
+use prost::{Message, encoding};
 
 pub use publish::PublishResponse;
 pub use subscribe::{SubscribeResponse, subscribe_response};
@@ -43,14 +40,14 @@ pub fn encode_event(m: &event::Model) -> Bytes {
 }
 
 /// The encoding of `event` (whose `payload` is unset) with `payload`, the encoding of a
-/// `google.protobuf.Struct`, as its payload.
-pub fn encode_event_with_payload(event: &proto::Event, payload: &[u8]) -> Bytes {
+/// `google.protobuf.Struct`, as its payload (an embedded message is encoded as a `bytes`
+/// field holding its encoding).
+pub fn encode_event_with_payload(event: &proto::Event, payload: &Bytes) -> Bytes {
     debug_assert!(event.payload.is_none());
-    let mut buf = BytesMut::with_capacity(event.encoded_len() + payload.len() + 8);
+    let len = event.encoded_len() + encoding::bytes::encoded_len(EVENT_PAYLOAD, payload);
+    let mut buf = BytesMut::with_capacity(len);
     event.encode(&mut buf).expect("a BytesMut grows as needed");
-    encode_key(EVENT_PAYLOAD, WireType::LengthDelimited, &mut buf);
-    encode_varint(payload.len() as u64, &mut buf);
-    buf.put_slice(payload);
+    encoding::bytes::encode(EVENT_PAYLOAD, payload, &mut buf);
     buf.freeze()
 }
 

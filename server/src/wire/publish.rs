@@ -8,10 +8,7 @@
 use bytes::{BufMut, Bytes};
 use prost::{
     DecodeError, Message,
-    encoding::{
-        DecodeContext, WireType, bool, encode_key, encode_varint, encoded_len_varint, key_len,
-        message, skip_field, uint32,
-    },
+    encoding::{self, DecodeContext, WireType, bool, message, skip_field, uint32},
 };
 
 use crate::proto;
@@ -58,10 +55,8 @@ impl PublishResponse {
 
 impl Message for PublishResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if let Some(bytes) = &self.encoded_event {
-            encode_key(EVENT, WireType::LengthDelimited, buf);
-            encode_varint(bytes.len() as u64, buf);
-            buf.put_slice(bytes);
+        if let Some(event) = &self.encoded_event {
+            encoding::bytes::encode(EVENT, event, buf);
         } else if let Some(event) = &self.event {
             message::encode(EVENT, event, buf);
         }
@@ -95,9 +90,7 @@ impl Message for PublishResponse {
 
     fn encoded_len(&self) -> usize {
         let event = match (&self.encoded_event, &self.event) {
-            (Some(bytes), _) => {
-                key_len(EVENT) + encoded_len_varint(bytes.len() as u64) + bytes.len()
-            }
+            (Some(event), _) => encoding::bytes::encoded_len(EVENT, event),
             (None, Some(event)) => message::encoded_len(EVENT, event),
             (None, None) => 0,
         };

@@ -7,8 +7,10 @@
 //! message's length again at every level that encloses it. Here each length is measured
 //! once, in a first pass, and written in a second.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+use bytes::{Bytes, BytesMut};
+use prost::encoding::{
+    WireType, bool, double, encode_key, encode_varint, encoded_len_varint, int32, key_len, string,
+};
 use serde_json::{Map, Value as Json};
 
 // Field numbers of `google/protobuf/struct.proto`.
@@ -39,12 +41,18 @@ fn delimited(tag: u32, len: usize) -> usize {
     key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
-fn entry_len(key: &str, value_len: usize) -> usize {
+/// The header of an embedded message of `len` bytes, whose fields the caller writes next.
+fn header(tag: u32, len: usize, buf: &mut BytesMut) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+fn entry_len(key: &String, value_len: usize) -> usize {
     // prost leaves out an empty key (the default), as a decoder restores it.
     let key = if key.is_empty() {
         0
     } else {
-        delimited(FIELDS, key.len())
+        string::encoded_len(FIELDS, key)
     };
     key + delimited(ENTRY_VALUE, value_len)
 }
@@ -53,10 +61,10 @@ fn entry_len(key: &str, value_len: usize) -> usize {
 /// `ListValue` body when it has one.
 fn value_len(json: &Json, body: usize) -> usize {
     match json {
-        Json::Null => key_len(NULL_VALUE) + 1,
-        Json::Bool(_) => key_len(BOOL_VALUE) + 1,
-        Json::Number(_) => key_len(NUMBER_VALUE) + 8,
-        Json::String(s) => delimited(STRING_VALUE, s.len()),
+        Json::Null => int32::encoded_len(NULL_VALUE, &0),
+        Json::Bool(b) => bool::encoded_len(BOOL_VALUE, b),
+        Json::Number(_) => double::encoded_len(NUMBER_VALUE, &0.0),
+        Json::String(s) => string::encoded_len(STRING_VALUE, s),
         Json::Array(_) => delimited(LIST_VALUE, body),
         Json::Object(_) => delimited(STRUCT_VALUE, body),
     }
@@ -106,15 +114,11 @@ fn write_struct(map: &Map<String, Json>, sizes: &[usize], next: &mut usize, buf:
     *next += 1; // this struct's own length, written by the caller
     for (key, value) in map {
         let value_len = value_len(value, body_at(value, sizes, *next));
-        encode_key(FIELDS, WireType::LengthDelimited, buf);
-        encode_varint(entry_len(key, value_len) as u64, buf);
+        header(FIELDS, entry_len(key, value_len), buf);
         if !key.is_empty() {
-            encode_key(FIELDS, WireType::LengthDelimited, buf);
-            encode_varint(key.len() as u64, buf);
-            buf.put_slice(key.as_bytes());
+            string::encode(FIELDS, key, buf);
         }
-        encode_key(ENTRY_VALUE, WireType::LengthDelimited, buf);
-        encode_varint(value_len as u64, buf);
+        header(ENTRY_VALUE, value_len, buf);
         write_value(value, sizes, next, buf);
     }
 }
@@ -122,36 +126,20 @@ fn write_struct(map: &Map<String, Json>, sizes: &[usize], next: &mut usize, buf:
 /// Writes the fields of `json`'s `Value` message (its length is written by the caller).
 fn write_value(json: &Json, sizes: &[usize], next: &mut usize, buf: &mut BytesMut) {
     match json {
-        Json::Null => {
-            encode_key(NULL_VALUE, WireType::Varint, buf);
-            encode_varint(0, buf);
-        }
-        Json::Bool(b) => {
-            encode_key(BOOL_VALUE, WireType::Varint, buf);
-            encode_varint(u64::from(*b), buf);
-        }
-        Json::Number(n) => {
-            encode_key(NUMBER_VALUE, WireType::SixtyFourBit, buf);
-            buf.put_f64_le(n.as_f64().unwrap_or_default());
-        }
-        Json::String(s) => {
-            encode_key(STRING_VALUE, WireType::LengthDelimited, buf);
-            encode_varint(s.len() as u64, buf);
-            buf.put_slice(s.as_bytes());
-        }
+        // A oneof member is written even when it holds its type's default.
+        Json::Null => int32::encode(NULL_VALUE, &0, buf),
+        Json::Bool(b) => bool::encode(BOOL_VALUE, b, buf),
+        Json::Number(n) => double::encode(NUMBER_VALUE, &n.as_f64().unwrap_or_default(), buf),
+        Json::String(s) => string::encode(STRING_VALUE, s, buf),
         Json::Object(map) => {
-            encode_key(STRUCT_VALUE, WireType::LengthDelimited, buf);
-            encode_varint(sizes[*next] as u64, buf);
+            header(STRUCT_VALUE, sizes[*next], buf);
             write_struct(map, sizes, next, buf);
         }
         Json::Array(items) => {
-            encode_key(LIST_VALUE, WireType::LengthDelimited, buf);
-            encode_varint(sizes[*next] as u64, buf);
+            header(LIST_VALUE, sizes[*next], buf);
             *next += 1;
             for item in items {
-                let len = value_len(item, body_at(item, sizes, *next));
-                encode_key(FIELDS, WireType::LengthDelimited, buf);
-                encode_varint(len as u64, buf);
+                header(FIELDS, value_len(item, body_at(item, sizes, *next)), buf);
                 write_value(item, sizes, next, buf);
             }
         }

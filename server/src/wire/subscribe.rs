@@ -14,7 +14,7 @@
 use bytes::{BufMut, Bytes};
 use prost::{
     DecodeError, Message,
-    encoding::{DecodeContext, WireType, encode_key, encode_varint, encoded_len_varint, message},
+    encoding::{self, DecodeContext, WireType, message},
 };
 
 use crate::proto;
@@ -67,10 +67,8 @@ impl SubscribeResponse {
 impl Message for SubscribeResponse {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         use subscribe_response::Kind;
-        if let Some(bytes) = &self.encoded_event {
-            encode_key(EVENT, WireType::LengthDelimited, buf);
-            encode_varint(bytes.len() as u64, buf);
-            buf.put_slice(bytes);
+        if let Some(event) = &self.encoded_event {
+            encoding::bytes::encode(EVENT, event, buf);
             return;
         }
         match &self.kind {
@@ -113,10 +111,8 @@ impl Message for SubscribeResponse {
 
     fn encoded_len(&self) -> usize {
         use subscribe_response::Kind;
-        if let Some(bytes) = &self.encoded_event {
-            return prost::encoding::key_len(EVENT)
-                + encoded_len_varint(bytes.len() as u64)
-                + bytes.len();
+        if let Some(event) = &self.encoded_event {
+            return encoding::bytes::encoded_len(EVENT, event);
         }
         match &self.kind {
             Some(Kind::Event(event)) => message::encoded_len(EVENT, event),

@@ -66,6 +66,19 @@ async fn create_endpoint(
         .into_inner()
 }
 
+async fn update_endpoint(
+    app: &TestApp,
+    key: &str,
+    request: UpdateEndpointRequest,
+) -> herald::proto::Endpoint {
+    app.endpoints()
+        .await
+        .update_endpoint(authed(key, request))
+        .await
+        .expect("update endpoint")
+        .into_inner()
+}
+
 /// Publishes `event_type` (a catalog payload for resource `id`) with the publisher key.
 async fn publish(app: &TestApp, keys: &TenantKeys, event_type: &str, id: &str) -> PublishResponse {
     app.events()
@@ -886,7 +899,6 @@ async fn gone_disables_the_endpoint(backend: Backend) {
     assert_eq!(delivery.attempts, 1);
     assert_eq!(delivery.last_response_code, 410);
 
-    let mut endpoints = app.endpoints().await;
     let disabled = get_endpoint(&app, &keys.manager, &endpoint.id).await;
     assert!(!disabled.enabled);
     assert!(
@@ -901,18 +913,16 @@ async fn gone_disables_the_endpoint(backend: Backend) {
         "a disabled endpoint gets no delivery"
     );
 
-    let enabled = endpoints
-        .update_endpoint(authed(
-            &keys.manager,
-            UpdateEndpointRequest {
-                id: endpoint.id.clone(),
-                enabled: Some(true),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("re-enable")
-        .into_inner();
+    let enabled = update_endpoint(
+        &app,
+        &keys.manager,
+        UpdateEndpointRequest {
+            id: endpoint.id.clone(),
+            enabled: Some(true),
+            ..Default::default()
+        },
+    )
+    .await;
     assert!(enabled.enabled);
     assert_eq!(enabled.disabled_reason, "");
     assert!(
@@ -1158,18 +1168,16 @@ async fn manual_retry_and_replay(backend: Backend) {
     );
 
     // A disabled endpoint.
-    app.endpoints()
-        .await
-        .update_endpoint(authed(
-            &keys.manager,
-            UpdateEndpointRequest {
-                id: endpoint.id.clone(),
-                enabled: Some(false),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("disable");
+    update_endpoint(
+        &app,
+        &keys.manager,
+        UpdateEndpointRequest {
+            id: endpoint.id.clone(),
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_code(
         client
             .replay_events(authed(&keys.manager, replay(since, Some(until))))
@@ -1884,18 +1892,16 @@ async fn endpoint_changes_apply_to_the_next_webhook(backend: Backend) {
     publish(&app, &keys, "license.created", "lic-copy-1").await;
     first.wait_for(1, WAIT).await;
 
-    app.endpoints()
-        .await
-        .update_endpoint(authed(
-            &keys.manager,
-            UpdateEndpointRequest {
-                id: endpoint.id.clone(),
-                url: Some(second.url("/hook")),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("update the URL");
+    update_endpoint(
+        &app,
+        &keys.manager,
+        UpdateEndpointRequest {
+            id: endpoint.id.clone(),
+            url: Some(second.url("/hook")),
+            ..Default::default()
+        },
+    )
+    .await;
     publish(&app, &keys, "license.created", "lic-copy-2").await;
     let got = second.wait_for(1, WAIT).await;
     assert!(String::from_utf8_lossy(&got[0].body).contains("lic-copy-2"));
