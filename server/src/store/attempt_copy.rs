@@ -68,51 +68,59 @@ impl Loaded {
     }
 }
 
-/// The copy itself: what was loaded, at the version it was loaded at.
+/// The copy itself: what was loaded, all at one version (`None` before the first load).
 #[derive(Debug, Default)]
 pub struct AttemptCopy {
-    version: Option<i64>,
-    endpoints: HashMap<String, Arc<endpoint::Model>>,
-    tenants: HashMap<String, Arc<tenant::Model>>,
+    held: Option<Loaded>,
 }
 
 impl AttemptCopy {
     /// Whether the copy holds every endpoint of `ids` (at whatever version it is).
     pub fn holds(&self, ids: &[String]) -> bool {
-        self.version.is_some() && ids.iter().all(|id| self.endpoints.contains_key(id))
+        self.held
+            .as_ref()
+            .is_some_and(|held| ids.iter().all(|id| held.endpoints.contains_key(id)))
     }
 
     /// Takes in what was read: added to the copy if read at its version, else the copy
     /// starts over from it (what it held was read at another version).
     pub fn absorb(&mut self, loaded: &Loaded) {
-        if self.version != Some(loaded.version)
-            || self.endpoints.len() + loaded.endpoints.len() > MAX_ENDPOINTS
-        {
-            self.endpoints.clear();
-            self.tenants.clear();
-            self.version = Some(loaded.version);
+        let adds_up = self.held.as_ref().is_some_and(|held| {
+            held.version == loaded.version
+                && held.endpoints.len() + loaded.endpoints.len() <= MAX_ENDPOINTS
+        });
+        if !adds_up {
+            self.held = None;
         }
-        for (id, endpoint) in &loaded.endpoints {
-            self.endpoints.insert(id.clone(), endpoint.clone());
-        }
-        for (id, tenant) in &loaded.tenants {
-            self.tenants.insert(id.clone(), tenant.clone());
-        }
+        let held = self.held.get_or_insert_with(|| Loaded {
+            version: loaded.version,
+            ..Loaded::default()
+        });
+        held.endpoints.extend(
+            loaded
+                .endpoints
+                .iter()
+                .map(|(id, endpoint)| (id.clone(), endpoint.clone())),
+        );
+        held.tenants.extend(
+            loaded
+                .tenants
+                .iter()
+                .map(|(id, tenant)| (id.clone(), tenant.clone())),
+        );
     }
 
     /// The endpoints `ids` with their tenants, if the copy is at `version` and holds
     /// them all.
     pub fn get(&self, version: i64, ids: &[String]) -> Option<Loaded> {
-        if self.version != Some(version) {
-            return None;
-        }
+        let held = self.held.as_ref().filter(|held| held.version == version)?;
         let mut out = Loaded {
             version,
             ..Loaded::default()
         };
         for id in ids {
-            let endpoint = self.endpoints.get(id)?;
-            let tenant = self.tenants.get(&endpoint.tenant_id)?;
+            let endpoint = held.endpoints.get(id)?;
+            let tenant = held.tenants.get(&endpoint.tenant_id)?;
             out.tenants
                 .entry(tenant.id.clone())
                 .or_insert_with(|| tenant.clone());
