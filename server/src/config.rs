@@ -357,11 +357,14 @@ impl Config {
         if self.tail_buffer < 16 {
             anyhow::bail!("invalid configuration: tail_buffer must be at least 16");
         }
+        // A worker sends only while its claim outlasts the request's timeout by a second
+        // (`delivery::worker`), and a second may pass between the claim and the send: a
+        // shorter lease would leave every delivery unsent.
         if let Some(lease) = self.delivery_lease_secs
-            && (lease <= self.webhook_timeout_secs || lease > 3600)
+            && (lease < self.webhook_timeout_secs.saturating_add(2) || lease > 3600)
         {
             anyhow::bail!(
-                "invalid configuration: delivery_lease_secs must be more than webhook_timeout_secs (an attempt must be sent and recorded within it) and at most 3600"
+                "invalid configuration: delivery_lease_secs must be at least webhook_timeout_secs + 2 (an attempt must be sent and recorded within it) and at most 3600"
             );
         }
         self.check_roles()?;
@@ -562,7 +565,10 @@ mod tests {
         let lease = |v| env(&[("HERALD_DELIVERY_LEASE_SECS", v)]);
         assert_eq!(lease("20").unwrap().delivery_lease_secs, Some(20));
         // The default webhook_timeout_secs is 15.
-        let err = lease("15").unwrap_err().to_string();
-        assert!(err.contains("delivery_lease_secs"), "{err}");
+        assert_eq!(lease("17").unwrap().delivery_lease_secs, Some(17));
+        for short in ["15", "16"] {
+            let err = lease(short).unwrap_err().to_string();
+            assert!(err.contains("delivery_lease_secs"), "{err}");
+        }
     }
 }

@@ -13,6 +13,7 @@ use crate::{
     bus::Bus,
     config::Config,
     delivery::{
+        handoff::Handoff,
         reconciler::Reconciler,
         retention::Pruner,
         retry::RetryPolicy,
@@ -174,6 +175,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         .run(shutdown.clone()),
     );
+    // The worker, when this process runs one: the writer hands it fresh deliveries.
+    let mut local_worker = None;
     if roles.worker {
         let worker = Arc::new(Worker::new(
             store.clone(),
@@ -191,6 +194,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 user_agent: user_agent.clone(),
             },
         ));
+        local_worker = Some(worker.clone());
         tokio::spawn(worker.run(shutdown.clone()));
         if config.retention_days > 0 {
             tokio::spawn(
@@ -258,7 +262,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         let window = i64::try_from(config.idempotency_window_secs)
             .unwrap_or(i64::MAX / 1_000_000)
             .saturating_mul(1_000_000);
-        let writer = Writer::spawn(store.clone(), bus.clone(), queue.clone(), window);
+        let writer = Writer::spawn(
+            store.clone(),
+            bus.clone(),
+            queue.clone(),
+            local_worker.clone().map(Handoff::new),
+            window,
+        );
         let app = Arc::new(AppState {
             config,
             store,

@@ -12,14 +12,16 @@
 //! delivery log and the queue's ack are that much later; the webhooks are already sent.
 //!
 //! A batch that cannot be written is not acked: its queue leases expire and the
-//! deliveries are attempted again (at-least-once), as after a crash.
+//! deliveries are attempted again (at-least-once), as after a crash. Deliveries handed
+//! over by a publish have no queue entry: their database claims expire and the reconciler
+//! queues them again.
 
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::{
-    queue::{Lease, Queue},
+    queue::{Lease, Queue, QueueItem},
     store::{
         Store,
         deliveries::{AttemptRecord, Recorded},
@@ -36,7 +38,9 @@ const LINGER: Duration = Duration::from_millis(2);
 /// A finished attempt waiting to be recorded.
 pub struct Finished {
     pub record: AttemptRecord,
-    pub lease: Lease,
+    /// Its queue entry, acked once recorded; `None` for a delivery handed over by a
+    /// publish (it has none).
+    pub lease: Option<Lease>,
     /// Held until the attempt is recorded.
     pub permit: OwnedSemaphorePermit,
 }
@@ -87,7 +91,7 @@ async fn write(store: &Store, queue: &dyn Queue, batch: Vec<Finished>) {
     let mut _permits = Vec::with_capacity(batch.len());
     for f in batch {
         records.push(f.record);
-        leases.push(f.lease);
+        leases.extend(f.lease);
         _permits.push(f.permit);
     }
     let outcome = match store.record_attempts(&records).await {
@@ -99,13 +103,19 @@ async fn write(store: &Store, queue: &dyn Queue, batch: Vec<Finished>) {
     };
     // Per batch, not per attempt; which replica did the work shows in its own log.
     tracing::debug!(attempts = records.len(), "recorded attempts");
-    let retries: Vec<_> = leases
+    let retries: Vec<_> = records
         .iter()
         .zip(&outcome)
-        .filter_map(|(lease, o)| match o {
+        .filter_map(|(r, o)| match o {
             Recorded::Applied {
                 next_attempt_at: Some(at),
-            } => Some((lease.item.clone(), *at)),
+            } => Some((
+                QueueItem {
+                    delivery_id: r.delivery.id.clone(),
+                    endpoint_id: r.delivery.endpoint_id.clone(),
+                },
+                *at,
+            )),
             _ => None,
         })
         .collect();
@@ -115,7 +125,9 @@ async fn write(store: &Store, queue: &dyn Queue, batch: Vec<Finished>) {
     {
         tracing::warn!(error = %err, count = retries.len(), "could not schedule retries");
     }
-    if let Err(err) = queue.ack(&leases).await {
+    if !leases.is_empty()
+        && let Err(err) = queue.ack(&leases).await
+    {
         // The entries come back when their leases expire; their claims are released,
         // so the deliveries are attempted again only if still pending.
         tracing::warn!(error = %err, count = leases.len(), "could not ack recorded attempts");

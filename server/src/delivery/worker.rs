@@ -39,7 +39,7 @@ use super::{
 use crate::{
     egress::client::Sender,
     error::Result,
-    queue::{Lease, Queue},
+    queue::{Lease, Queue, QueueItem},
     store::{
         Store,
         deliveries::{AttemptContext, AttemptRecord},
@@ -93,10 +93,11 @@ pub struct WorkerConfig {
 }
 
 /// A claimed delivery with what its attempt needs.
-struct Job {
-    delivery: delivery::Model,
-    lease: Lease,
-    context: Arc<AttemptContext>,
+pub(super) struct Job {
+    pub delivery: delivery::Model,
+    /// Its queue entry; `None` for a delivery a publish handed over (see `handoff`).
+    pub lease: Option<Lease>,
+    pub context: Arc<AttemptContext>,
 }
 
 /// One endpoint's requests in flight, its line, and how long its requests take.
@@ -275,13 +276,78 @@ impl Worker {
         let mut planned: HashMap<String, usize> = HashMap::new();
         let result = self.dispatch_planned(leases, &mut planned).await;
         // Whatever this dispatch reserved is placed or dropped by now.
+        self.unreserve(planned);
+        result
+    }
+
+    /// Gives back places reserved per endpoint (by a dispatch or a publish's handoff),
+    /// once their deliveries are placed or dropped.
+    pub(super) fn unreserve(&self, planned: HashMap<String, usize>) {
         let mut slots = self.lock_slots();
         for (endpoint, n) in planned {
             if let Some(slot) = slots.get_mut(&endpoint) {
                 slot.reserved = slot.reserved.saturating_sub(n);
             }
         }
-        result
+    }
+
+    /// Reserves a place for a delivery to `endpoint_id` that a publish is about to store
+    /// claimed, if it can start at once: the endpoint is under its limit of requests in
+    /// flight with nothing in line, and the process has a free request. Anything else
+    /// goes through the queue, as before, so lines and busy endpoints behave the same.
+    pub(super) fn admit(&self, endpoint_id: &str) -> bool {
+        if self.global.available_permits() == 0 {
+            return false;
+        }
+        let cap = self.config.endpoint_concurrency;
+        let mut slots = self.lock_slots();
+        let slot = match slots.get_mut(endpoint_id) {
+            Some(slot) => slot,
+            None => slots.entry(endpoint_id.to_string()).or_default(),
+        };
+        if slot.running + slot.waiting.len() + slot.reserved >= slot.limit(cap) {
+            return false;
+        }
+        slot.reserved += 1;
+        true
+    }
+
+    /// How long a claimed delivery that starts at once stays ours.
+    pub(super) fn lease(&self) -> Duration {
+        self.config.lease
+    }
+
+    pub(super) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(super) fn queue(&self) -> &Arc<dyn Queue> {
+        &self.queue
+    }
+
+    /// Starts claimed jobs where their endpoint's limit allows and lines up the rest
+    /// (their places were reserved before they were claimed).
+    pub(super) fn place(self: &Arc<Self>, jobs: Vec<Job>) {
+        let cap = self.config.endpoint_concurrency;
+        let mut start = Vec::new();
+        {
+            let mut slots = self.lock_slots();
+            for job in jobs {
+                let slot = slots.entry(job.delivery.endpoint_id.clone()).or_default();
+                if slot.running < slot.limit(cap) {
+                    if slot.running == 0 {
+                        slot.last_progress = Some(std::time::Instant::now());
+                    }
+                    slot.running += 1;
+                    start.push(job);
+                } else {
+                    slot.waiting.push_back(job);
+                }
+            }
+        }
+        for job in start {
+            tokio::spawn(self.clone().drive(job));
+        }
     }
 
     async fn dispatch_planned(
@@ -361,33 +427,18 @@ impl Worker {
             )
             .await?;
         let context = Arc::new(context);
-        let mut start = Vec::new();
-        {
-            let mut slots = self.lock_slots();
-            for delivery in claimed {
-                let Some(lease) = accepted.remove(&delivery.id) else {
-                    continue;
-                };
-                let job = Job {
+        let jobs = claimed
+            .into_iter()
+            .filter_map(|delivery| {
+                let lease = accepted.remove(&delivery.id)?;
+                Some(Job {
                     delivery,
-                    lease,
+                    lease: Some(lease),
                     context: context.clone(),
-                };
-                let slot = slots.entry(job.lease.item.endpoint_id.clone()).or_default();
-                if slot.running < slot.limit(cap) {
-                    if slot.running == 0 {
-                        slot.last_progress = Some(std::time::Instant::now());
-                    }
-                    slot.running += 1;
-                    start.push(job);
-                } else {
-                    slot.waiting.push_back(job);
-                }
-            }
-        }
-        for job in start {
-            tokio::spawn(self.clone().drive(job));
-        }
+                })
+            })
+            .collect();
+        self.place(jobs);
         // Entries whose delivery was not claimable: finished, deleted, held by another
         // worker, or not due (a stale copy of a rescheduled retry). Drop them.
         done.extend(accepted.into_values());
@@ -404,12 +455,15 @@ impl Worker {
             let Ok(permit) = self.global.clone().acquire_owned().await else {
                 return;
             };
-            let endpoint_id = job.lease.item.endpoint_id.clone();
+            let endpoint_id = job.delivery.endpoint_id.clone();
             if !self.claim_outlasts_attempt(&job) {
                 // The endpoint slowed down while this waited: our claim may lapse before
                 // the request ends, and another worker could then send it too. Leave it
                 // unacked; the queue hands it out again once its lease expires.
                 tracing::debug!(delivery = %job.delivery.id, "claim ran short in line; requeued");
+                if job.lease.is_none() {
+                    self.requeue_when_unclaimed(&job.delivery);
+                }
                 drop(permit);
                 match self.next_in_line(&endpoint_id, None, None) {
                     Some(next) => {
@@ -441,6 +495,22 @@ impl Worker {
                 None => return,
             }
         }
+    }
+
+    /// Queues a handed-over delivery (it has no queue entry) for when its claim lapses.
+    /// If that fails, the reconciler finds it overdue.
+    fn requeue_when_unclaimed(&self, d: &delivery::Model) {
+        let item = QueueItem {
+            delivery_id: d.id.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+        };
+        let at = d.locked_until.unwrap_or_else(now_micros);
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            if let Err(err) = queue.schedule(&[(item, at)]).await {
+                tracing::warn!(error = %err, "could not queue a delivery whose claim ran short; the reconciler will");
+            }
+        });
     }
 
     /// Half a lease: what a line may take to work through.
@@ -560,7 +630,10 @@ impl Worker {
                             .store
                             .fail_without_attempt(&job.delivery.id, &reason)
                             .await?;
-                        worker.queue.ack(std::slice::from_ref(&job.lease)).await
+                        match &job.lease {
+                            Some(lease) => worker.queue.ack(std::slice::from_ref(lease)).await,
+                            None => Ok(()),
+                        }
                     };
                     // Not acked on error: the lease expires and the entry comes back.
                     if let Err(err) = done.await {

@@ -5,7 +5,8 @@
 //! commit (one fsync) per batch rather than per event. After each commit the new
 //! events go to the live bus in sequence order (through the relay when replicas share
 //! storage, see `relay.rs`), which is what lets tails switch from storage to live
-//! without a gap.
+//! without a gap. The new deliveries go to the queue, or, those this process's worker can
+//! start at once, straight to the worker (`delivery::handoff`).
 
 use std::sync::Arc;
 
@@ -13,11 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     bus::Bus,
+    delivery::handoff::Handoff,
     error::{Error, Result},
     queue::{Queue, QueueItem},
     store::{
         Store,
-        events::{Committed, NewEvent},
+        events::{Committed, NewEvent, NoTakeover, Takeover},
         subscribers::Subscribers,
     },
 };
@@ -41,11 +43,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer; it stops once every `Writer` handle is dropped.
+    /// Starts the writer; it stops once every `Writer` handle is dropped. `handoff` is
+    /// this process's worker, if it runs one.
     pub fn spawn(
         store: Store,
         bus: Arc<Bus>,
         queue: Arc<dyn Queue>,
+        handoff: Option<Handoff>,
         idempotency_window_micros: i64,
     ) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
@@ -56,6 +60,7 @@ impl Writer {
             bus,
             pusher: push_tx,
             subscribers: Subscribers::default(),
+            handoff,
         };
         tokio::spawn(run(sink, idempotency_window_micros, rx));
         Writer { tx }
@@ -94,15 +99,25 @@ struct Sink {
     pusher: mpsc::Sender<Vec<QueueItem>>,
     /// The endpoints publishes are matched against (PostgreSQL; see `store::subscribers`).
     subscribers: Subscribers,
+    handoff: Option<Handoff>,
 }
 
 impl Sink {
     async fn commit(&mut self, events: Vec<NewEvent>, window: i64) -> Result<Vec<Committed>> {
-        let committed = self
+        // Dropped unused if the commit fails: the places it reserved are given back.
+        let mut reservation = self.handoff.as_ref().map(Handoff::reserve);
+        let takeover: &mut dyn Takeover = match reservation.as_mut() {
+            Some(reservation) => reservation,
+            None => &mut NoTakeover,
+        };
+        let (committed, taken) = self
             .store
-            .commit_events(events, window, &mut self.subscribers)
+            .commit_events(events, window, &mut self.subscribers, takeover)
             .await?;
         self.bus.publish_committed(&committed);
+        if let (Some(taken), Some(reservation)) = (taken, reservation) {
+            reservation.deliver(taken, committed.iter().map(|c| &c.event));
+        }
         Ok(committed)
     }
 

@@ -243,6 +243,24 @@ impl Store {
         Ok((claimed, context))
     }
 
+    /// The endpoints `endpoint_ids` and their tenants as attempts read them, at
+    /// `version` of `sequences.attempts` or later: the worker's copy when it is at that
+    /// version, else a fresh read, which the copy takes in. For the deliveries a publish
+    /// handed to the worker already claimed, at the version the publish saw
+    /// (PostgreSQL).
+    pub async fn attempt_endpoints(
+        &self,
+        version: i64,
+        endpoint_ids: Vec<String>,
+    ) -> Result<Loaded> {
+        if let Some(copy) = self.attempt_copy().get(version, &endpoint_ids) {
+            return Ok(copy);
+        }
+        let read = Loaded::read(&self.db, endpoint_ids).await?;
+        self.attempt_copy().absorb(&read);
+        Ok(read)
+    }
+
     /// Loads the events, endpoints and tenants of `deliveries` (SQLite's path).
     async fn attempt_context(&self, deliveries: &[delivery::Model]) -> Result<AttemptContext> {
         let ids = |of: fn(&delivery::Model) -> &String| {

@@ -51,6 +51,31 @@ pub struct Committed {
     pub new_deliveries: Vec<crate::queue::QueueItem>,
 }
 
+/// Decides, while a publish batch is built, which of its new deliveries this process's
+/// worker takes at once (PostgreSQL's one-statement path; see `delivery::handoff`).
+pub trait Takeover: Send {
+    /// `Some(until)`: the delivery to `endpoint_id` is stored claimed until then and
+    /// handed to the worker; `None`: it goes through the queue.
+    fn take(&mut self, endpoint_id: &str) -> Option<i64>;
+}
+
+/// Takes nothing over: every new delivery goes through the queue.
+pub struct NoTakeover;
+
+impl Takeover for NoTakeover {
+    fn take(&mut self, _endpoint_id: &str) -> Option<i64> {
+        None
+    }
+}
+
+/// The deliveries of a commit stored already claimed for this process's worker, as
+/// stored, and the version (`sequences.attempts`) of the endpoints and tenants as the
+/// commit saw them.
+pub struct Taken {
+    pub deliveries: Vec<delivery::Model>,
+    pub context_version: i64,
+}
+
 /// Which events a read wants.
 #[derive(Clone, Debug, Default)]
 pub struct EventQuery {
@@ -83,24 +108,28 @@ impl Store {
     ///
     /// `subscribers` is the caller's copy of the endpoints (the writer's): on PostgreSQL
     /// a batch without idempotency keys is stored in one statement matched against it
-    /// (`events_pg.rs`); otherwise in a transaction that reads the endpoints itself.
+    /// (`events_pg.rs`), where `takeover` may take deliveries for this process's worker;
+    /// otherwise in a transaction that reads the endpoints itself and queues every
+    /// delivery.
     pub async fn commit_events(
         &self,
         events: Vec<NewEvent>,
         idempotency_window_micros: i64,
         subscribers: &mut Subscribers,
-    ) -> Result<Vec<Committed>> {
+        takeover: &mut dyn Takeover,
+    ) -> Result<(Vec<Committed>, Option<Taken>)> {
         if pg::is_postgres(&self.db)
             && events.iter().all(|e| e.idempotency_key.is_none())
-            && let Some(committed) =
-                super::events_pg::commit(&self.db, subscribers, &events, now_micros()).await?
+            && let Some(done) =
+                super::events_pg::commit(&self.db, subscribers, &events, now_micros(), takeover)
+                    .await?
         {
-            return Ok(committed);
+            return Ok(done);
         }
         let txn = self.db.begin().await?;
         let committed = commit_in(&txn, events, idempotency_window_micros).await?;
         txn.commit().await?;
-        Ok(committed)
+        Ok((committed, None))
     }
 
     pub async fn get_event(&self, tenant_id: &str, id: &str) -> Result<Option<event::Model>> {

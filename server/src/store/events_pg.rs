@@ -11,12 +11,17 @@
 //!
 //! Ordering is as on the transaction path: the counter row's lock is held from the bump to
 //! the commit, so sequence numbers are handed out in commit order.
+//!
+//! The deliveries this process's worker can start at once (the [`Takeover`] says which)
+//! are inserted already claimed, and returned as rows ([`Taken`]) with the version of
+//! what their attempts read of endpoints and tenants: they go to the worker in memory,
+//! without the queue's round trips or a claim (see `delivery::handoff`).
 
 use sea_orm::{ConnectionTrait, FromQueryResult};
 
 use super::{
-    entities::event,
-    events::{Committed, NewEvent, idempotency_token},
+    entities::{delivery, event},
+    events::{Committed, NewEvent, Taken, Takeover, idempotency_token},
     pg,
     subscribers::Subscribers,
 };
@@ -34,13 +39,14 @@ pub(super) async fn commit<C: ConnectionTrait>(
     subscribers: &mut Subscribers,
     events: &[NewEvent],
     now: i64,
-) -> Result<Option<Vec<Committed>>> {
+    takeover: &mut dyn Takeover,
+) -> Result<Option<(Vec<Committed>, Option<Taken>)>> {
     let mut tenants: Vec<&str> = events.iter().map(|e| e.tenant_id.as_str()).collect();
     tenants.sort_unstable();
     tenants.dedup();
     for _ in 0..2 {
         let version = subscribers.load(conn, &tenants).await?;
-        let batch = Batch::build(subscribers, events, now);
+        let batch = Batch::build(subscribers, events, now, takeover);
         let result = Outcome::find_by_statement(batch.statement(version))
             .one(conn)
             .await;
@@ -54,7 +60,7 @@ pub(super) async fn commit<C: ConnectionTrait>(
             }
         };
         match outcome.base {
-            Some(base) => return Ok(Some(batch.committed(base))),
+            Some(base) => return Ok(Some(batch.committed(base, outcome.attempts_version))),
             None => subscribers.reset(outcome.version),
         }
     }
@@ -67,6 +73,9 @@ struct Outcome {
     base: Option<i64>,
     /// `sequences.endpoints` as the statement saw it.
     version: i64,
+    /// `sequences.attempts` as the statement saw it: the version of the endpoints and
+    /// tenants that the taken deliveries' attempts read.
+    attempts_version: i64,
 }
 
 /// One delivery row to insert.
@@ -74,6 +83,8 @@ struct NewDelivery {
     id: String,
     event: usize,
     endpoint_id: String,
+    /// Claimed by this process's worker until then (taken over), or queued.
+    locked_until: Option<i64>,
 }
 
 /// The rows of a batch, before the database gave them sequence numbers.
@@ -84,7 +95,12 @@ struct Batch {
 }
 
 impl Batch {
-    fn build(subscribers: &Subscribers, events: &[NewEvent], now: i64) -> Batch {
+    fn build(
+        subscribers: &Subscribers,
+        events: &[NewEvent],
+        now: i64,
+        takeover: &mut dyn Takeover,
+    ) -> Batch {
         let mut rows = Vec::with_capacity(events.len());
         let mut deliveries = Vec::new();
         for (i, new) in events.iter().enumerate() {
@@ -94,6 +110,7 @@ impl Batch {
                         id: ids::new(Kind::Delivery),
                         event: i,
                         endpoint_id: sub.id.clone(),
+                        locked_until: takeover.take(&sub.id),
                     });
                 }
             }
@@ -141,15 +158,16 @@ impl Batch {
             new_deliveries AS (
                 INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
                                         idempotency_token, status, attempts, next_attempt_at,
-                                        created_at, updated_at)
+                                        locked_until, created_at, updated_at)
                 SELECT d.id, d.tenant_id, d.event_id, d.endpoint_id, d.event_type,
-                       d.idempotency_token, $16, 0, $3, $3, $3
+                       d.idempotency_token, $16, 0, $3, NULLIF(d.locked_until, 0), $3, $3
                 FROM c, UNNEST($10::text[], $11::text[], $12::text[], $13::text[],
-                               $14::text[], $15::text[])
+                               $14::text[], $15::text[], $17::bigint[])
                         AS d(id, tenant_id, event_id, endpoint_id, event_type,
-                             idempotency_token)
+                             idempotency_token, locked_until)
             )
-            SELECT (SELECT base FROM c) AS base, (SELECT value FROM v) AS version";
+            SELECT (SELECT base FROM c) AS base, (SELECT value FROM v) AS version,
+                   (SELECT value FROM sequences WHERE name = 'attempts') AS attempts_version";
         let e = &self.events;
         let d = &self.deliveries;
         let values = vec![
@@ -172,32 +190,64 @@ impl Batch {
                     .map(|d| idempotency_token(&e[d.event].id, &d.endpoint_id)),
             ),
             status::DELIVERING.into(),
+            pg::opt_bigints(d.iter().map(|d| d.locked_until)),
         ];
         pg::stmt(SQL, values)
     }
 
-    /// What became of each event, now that the first has sequence number `base + 1`.
-    fn committed(self, base: i64) -> Vec<Committed> {
+    /// What became of each event, now that the first has sequence number `base + 1`,
+    /// and the deliveries taken over, as stored.
+    fn committed(self, base: i64, attempts_version: i64) -> (Vec<Committed>, Option<Taken>) {
         let mut items: Vec<Vec<QueueItem>> = vec![Vec::new(); self.events.len()];
+        let mut counts = vec![0u32; self.events.len()];
+        let mut taken = Vec::new();
         for d in self.deliveries {
-            items[d.event].push(QueueItem {
-                delivery_id: d.id,
-                endpoint_id: d.endpoint_id,
-            });
+            counts[d.event] += 1;
+            let e = &self.events[d.event];
+            match d.locked_until {
+                Some(locked_until) => taken.push(delivery::Model {
+                    idempotency_token: idempotency_token(&e.id, &d.endpoint_id),
+                    id: d.id,
+                    tenant_id: e.tenant_id.clone(),
+                    event_id: e.id.clone(),
+                    endpoint_id: d.endpoint_id,
+                    event_type: e.event_type.clone(),
+                    status: status::DELIVERING.into(),
+                    attempts: 0,
+                    next_attempt_at: Some(self.now),
+                    locked_until: Some(locked_until),
+                    last_attempt_at: None,
+                    last_response_code: None,
+                    last_error: None,
+                    created_at: self.now,
+                    updated_at: self.now,
+                }),
+                None => items[d.event].push(QueueItem {
+                    delivery_id: d.id,
+                    endpoint_id: d.endpoint_id,
+                }),
+            }
         }
-        self.events
+        let committed = self
+            .events
             .into_iter()
             .zip(items)
+            .zip(counts)
             .enumerate()
-            .map(|(i, (mut event, new_deliveries))| {
+            .map(|(i, ((mut event, new_deliveries), deliveries))| {
                 event.seq = base + 1 + i as i64;
                 Committed {
                     event,
                     duplicate: false,
-                    deliveries: new_deliveries.len() as u32,
+                    deliveries,
                     new_deliveries,
                 }
             })
-            .collect()
+            .collect();
+        let taken = (!taken.is_empty()).then_some(Taken {
+            deliveries: taken,
+            context_version: attempts_version,
+        });
+        (committed, taken)
     }
 }

@@ -806,6 +806,83 @@ async fn redis_restarted_empty_under_load_loses_no_delivery() {
     );
 }
 
+/// A delivery that a publish handed to its own process's worker (stored claimed, never
+/// queued) survives that process dying mid-request: the claim lapses, and another
+/// replica's reconciler finds the delivery overdue, queues it and delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_handed_to_a_killed_replica_is_delivered_by_another() {
+    let db = TestDb::create().await;
+    let prefix = unique("herald-test");
+    let _keys = RedisKeys(prefix.clone());
+    let redis = redis_url();
+    let admin_key = unique("test-admin");
+    let receiver = Receiver::start().await;
+    // The first request hangs until the replica sending it is killed; the rest succeed.
+    receiver.script(vec![Reply::Hang(Duration::from_secs(60))]);
+    let mut env = cluster_env(&db.url, &redis, &prefix, &admin_key);
+    // Long enough that the hanging request is still in flight when the replica dies.
+    for (key, value) in [
+        ("HERALD_WEBHOOK_TIMEOUT_SECS", "5"),
+        ("HERALD_DELIVERY_LEASE_SECS", "7"),
+        ("HERALD_REQUEUE_AFTER_SECS", "5"),
+    ] {
+        env.retain(|(k, _)| k != key);
+        env.push((key.into(), value.into()));
+    }
+
+    let mut first = Replica::start("herald-1", &[], &env).await;
+    let endpoint = setup(&first, &admin_key, &receiver).await;
+    EventServiceClient::new(first.channel().await)
+        .publish(authed(
+            &admin_key,
+            PublishRequest {
+                tenant_id: TENANT.into(),
+                ..publish_request(EVENT, "ev-0")
+            },
+        ))
+        .await
+        .expect("publish");
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    // The worker got it from the publish, not through the queue.
+    assert_eq!(queued_ever(&redis, &prefix).await, 0, "queued");
+    first.kill().await;
+
+    let second = Replica::start("herald-2", &[], &env).await;
+    // The claim lapses after 7 s, the dead replica's background lease after 10 s; then
+    // the second replica's sweep finds the delivery.
+    let got = receiver.wait_for(2, Duration::from_secs(40)).await;
+    assert!(
+        got.iter().all(|r| resource_id(r) == "ev-0"),
+        "the abandoned request, then the delivery"
+    );
+    wait_all_delivered(&second, &admin_key, &endpoint, 1).await;
+    assert_eq!(queued_ever(&redis, &prefix).await, 1, "queued by the sweep");
+    assert!(
+        second.logged("re-enqueued deliveries"),
+        "{}",
+        second.lines().join("\n")
+    );
+}
+
+/// How many entries the ready stream of `prefix` was ever given (`XINFO STREAM`'s
+/// `entries-added`; 0 if it does not exist).
+async fn queued_ever(redis: &str, prefix: &str) -> u64 {
+    let mut conn = redis::Client::open(redis)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis");
+    let info: Result<HashMap<String, redis::Value>, _> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(format!("{{{prefix}}}:ready"))
+        .query_async(&mut conn)
+        .await;
+    match info.ok().and_then(|i| i.get("entries-added").cloned()) {
+        Some(redis::Value::Int(n)) => n as u64,
+        _ => 0,
+    }
+}
+
 #[tokio::test]
 async fn a_role_split_without_redis_is_refused() {
     let dir = tempfile::tempdir().unwrap();

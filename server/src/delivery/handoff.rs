@@ -1,0 +1,162 @@
+//! Fresh deliveries handed from the publish writer to this process's worker in memory.
+//!
+//! A delivery that goes through the queue costs a push, a pop, a claim in the database
+//! (a statement that also reads its event back) and an ack. When the process that
+//! publishes also delivers, and the endpoint has a request to spare right now, none of
+//! that is needed: the publish stores the delivery already claimed by this worker
+//! (`locked_until` set, as a claim would), and after the commit the worker gets the row
+//! and its event, which the writer holds anyway.
+//!
+//! What stays the same:
+//! - Only deliveries that can start at once are taken (`Worker::admit`): the endpoint is
+//!   under its limit with nothing in line, and the process has a free request. Lines,
+//!   busy endpoints, retries, backlogs and other replicas' work go through the queue.
+//! - The database is the truth. A handed-over delivery has no queue entry; if the
+//!   process dies, its claim lapses and the reconciler finds it overdue and queues it,
+//!   as it does for a push that failed. Its retries are scheduled in the queue as any.
+//! - A place is reserved in the endpoint's slot while the batch is built and given back
+//!   once the jobs are placed (or the commit failed), as a dispatch does between its pop
+//!   and its claim, so concurrent dispatches see the place taken.
+//!
+//! Only the PostgreSQL publish statement takes deliveries over (`store::events_pg`); the
+//! transaction path (SQLite, idempotency keys) queues them all.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use super::worker::{Job, Worker};
+use crate::{
+    queue::QueueItem,
+    store::{
+        deliveries::AttemptContext,
+        entities::event,
+        events::{Taken, Takeover},
+    },
+    time::now_micros,
+};
+
+/// The writer's way to this process's worker (only when the process runs both roles).
+#[derive(Clone)]
+pub struct Handoff {
+    worker: Arc<Worker>,
+}
+
+impl Handoff {
+    pub fn new(worker: Arc<Worker>) -> Handoff {
+        Handoff { worker }
+    }
+
+    /// The places one publish batch takes; given back when dropped.
+    pub fn reserve(&self) -> Reservation {
+        Reservation {
+            worker: self.worker.clone(),
+            locked_until: now_micros() + micros(self.worker.lease()),
+            planned: HashMap::new(),
+        }
+    }
+}
+
+/// Places reserved in the worker's endpoint slots for one publish batch.
+pub struct Reservation {
+    worker: Arc<Worker>,
+    /// The claim of every delivery taken: one lease, as for a delivery that starts at once.
+    locked_until: i64,
+    planned: HashMap<String, usize>,
+}
+
+impl Takeover for Reservation {
+    fn take(&mut self, endpoint_id: &str) -> Option<i64> {
+        if !self.worker.admit(endpoint_id) {
+            return None;
+        }
+        *self.planned.entry(endpoint_id.to_string()).or_default() += 1;
+        Some(self.locked_until)
+    }
+}
+
+impl Reservation {
+    /// Hands the committed deliveries `taken` to the worker; `events` holds their events
+    /// (others may be there too). The endpoints come from the worker's copy when it is at
+    /// the commit's version, else from one read; meanwhile the writer goes on.
+    pub fn deliver<'a>(self, taken: Taken, events: impl Iterator<Item = &'a event::Model>) {
+        let mut wanted: HashSet<&str> = taken
+            .deliveries
+            .iter()
+            .map(|d| d.event_id.as_str())
+            .collect();
+        let events: HashMap<String, event::Model> = events
+            .filter(|e| wanted.remove(e.id.as_str()))
+            .map(|e| (e.id.clone(), e.clone()))
+            .collect();
+        tokio::spawn(async move {
+            let mut endpoint_ids: Vec<String> = taken
+                .deliveries
+                .iter()
+                .map(|d| d.endpoint_id.clone())
+                .collect();
+            endpoint_ids.sort_unstable();
+            endpoint_ids.dedup();
+            let store = self.worker.store();
+            let loaded = match store
+                .attempt_endpoints(taken.context_version, endpoint_ids)
+                .await
+            {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    tracing::warn!(error = %err, count = taken.deliveries.len(), "reading endpoints for handed-over deliveries failed; they are queued for when their claims lapse");
+                    self.requeue(&taken).await;
+                    return;
+                }
+            };
+            let context = Arc::new(AttemptContext {
+                events,
+                endpoints: loaded.endpoints,
+                tenants: loaded.tenants,
+            });
+            let jobs = taken
+                .deliveries
+                .into_iter()
+                .map(|delivery| Job {
+                    delivery,
+                    lease: None,
+                    context: context.clone(),
+                })
+                .collect();
+            self.worker.place(jobs);
+            // `self` drops here: the places reserved are now the jobs'.
+        });
+    }
+
+    /// Queues `taken` for when their claims lapse; if that fails too, the reconciler
+    /// finds them overdue.
+    async fn requeue(&self, taken: &Taken) {
+        let items: Vec<(QueueItem, i64)> = taken
+            .deliveries
+            .iter()
+            .map(|d| {
+                (
+                    QueueItem {
+                        delivery_id: d.id.clone(),
+                        endpoint_id: d.endpoint_id.clone(),
+                    },
+                    self.locked_until,
+                )
+            })
+            .collect();
+        if let Err(err) = self.worker.queue().schedule(&items).await {
+            tracing::warn!(error = %err, "queueing handed-over deliveries failed; the reconciler will");
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.worker.unreserve(std::mem::take(&mut self.planned));
+    }
+}
+
+fn micros(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
+}
