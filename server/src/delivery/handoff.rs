@@ -8,9 +8,10 @@
 //! and its event, which the writer holds anyway.
 //!
 //! What stays the same:
-//! - Only deliveries that can start at once are taken (`Worker::admit`): the endpoint is
-//!   under its limit with nothing in line, and the process has a free request. Lines,
-//!   busy endpoints, retries, backlogs and other replicas' work go through the queue.
+//! - A delivery is taken only where a popped one would be placed (`Worker::admit`): at
+//!   once if its endpoint is under its limit of requests in flight, else in the
+//!   endpoint's line if the line has room. The rest, retries and other replicas' work go
+//!   through the queue; so does everything when this process runs no worker.
 //! - The database is the truth. A handed-over delivery has no queue entry; if the
 //!   process dies, its claim lapses and the reconciler finds it overdue and queues it,
 //!   as it does for a push that failed. Its retries are scheduled in the queue as any.
@@ -26,7 +27,7 @@ use std::{
     sync::Arc,
 };
 
-use super::worker::{Job, Worker};
+use super::worker::{Job, Placement, Worker};
 use crate::{
     queue::QueueItem,
     store::{
@@ -50,9 +51,12 @@ impl Handoff {
 
     /// The places one publish batch takes; given back when dropped.
     pub fn reserve(&self) -> Reservation {
+        let now = now_micros();
+        let lease = micros(self.worker.lease());
         Reservation {
             worker: self.worker.clone(),
-            locked_until: now_micros() + micros(self.worker.lease()),
+            lock_now: now + lease,
+            lock_line: now + 2 * lease,
             planned: HashMap::new(),
         }
     }
@@ -61,18 +65,21 @@ impl Handoff {
 /// Places reserved in the worker's endpoint slots for one publish batch.
 pub struct Reservation {
     worker: Arc<Worker>,
-    /// The claim of every delivery taken: one lease, as for a delivery that starts at once.
-    locked_until: i64,
+    /// The claim of a delivery taken to start at once: one lease, as a dispatch's.
+    lock_now: i64,
+    /// The claim of one taken to wait in its endpoint's line: two leases, as a dispatch's.
+    lock_line: i64,
     planned: HashMap<String, usize>,
 }
 
 impl Takeover for Reservation {
     fn take(&mut self, endpoint_id: &str) -> Option<i64> {
-        if !self.worker.admit(endpoint_id) {
-            return None;
-        }
+        let placement = self.worker.admit(endpoint_id)?;
         *self.planned.entry(endpoint_id.to_string()).or_default() += 1;
-        Some(self.locked_until)
+        Some(match placement {
+            Placement::Now => self.lock_now,
+            Placement::InLine => self.lock_line,
+        })
     }
 }
 
@@ -141,7 +148,7 @@ impl Reservation {
                         delivery_id: d.id.clone(),
                         endpoint_id: d.endpoint_id.clone(),
                     },
-                    self.locked_until,
+                    d.locked_until.unwrap_or(self.lock_line),
                 )
             })
             .collect();

@@ -92,6 +92,15 @@ pub struct WorkerConfig {
     pub user_agent: String,
 }
 
+/// Where a delivery reserved by `Worker::admit` will go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Placement {
+    /// A request can start at once.
+    Now,
+    /// It waits in its endpoint's line.
+    InLine,
+}
+
 /// A claimed delivery with what its attempt needs.
 pub(super) struct Job {
     pub delivery: delivery::Model,
@@ -292,27 +301,33 @@ impl Worker {
     }
 
     /// Reserves a place for a delivery to `endpoint_id` that a publish is about to store
-    /// claimed, if it can start at once: the endpoint is under its limit of requests in
-    /// flight with nothing in line, and the process has a free request. Anything else
-    /// goes through the queue, as before, so lines and busy endpoints behave the same.
-    pub(super) fn admit(&self, endpoint_id: &str) -> bool {
-        if self.global.available_permits() == 0 {
-            return false;
-        }
+    /// claimed, as a dispatch reserves one for a popped delivery: at once if the endpoint
+    /// is under its limit of requests in flight, else in its line if the line has room.
+    /// `None` (the delivery goes through the queue) when neither has room. As for a
+    /// popped delivery, the process's limit of requests is applied when it is sent.
+    pub(super) fn admit(&self, endpoint_id: &str) -> Option<Placement> {
         let cap = self.config.endpoint_concurrency;
+        let budget = self.line_budget();
         let mut slots = self.lock_slots();
         let slot = match slots.get_mut(endpoint_id) {
             Some(slot) => slot,
             None => slots.entry(endpoint_id.to_string()).or_default(),
         };
-        if slot.running + slot.waiting.len() + slot.reserved >= slot.limit(cap) {
-            return false;
-        }
+        let load = slot.running + slot.waiting.len() + slot.reserved;
+        let limit = slot.limit(cap);
+        let placement = if load < limit {
+            Placement::Now
+        } else if load < slot.room(limit, budget) {
+            Placement::InLine
+        } else {
+            return None;
+        };
         slot.reserved += 1;
-        true
+        Some(placement)
     }
 
-    /// How long a claimed delivery that starts at once stays ours.
+    /// How long a claimed delivery that starts at once stays ours; one that waits in a
+    /// line is held twice as long (see `dispatch_planned`).
     pub(super) fn lease(&self) -> Duration {
         self.config.lease
     }
