@@ -2,8 +2,8 @@
 //!
 //! A delivery that goes through the queue costs a push, a pop, a claim in the database
 //! (a statement that also reads its event back) and an ack. When the process that
-//! publishes also delivers, and the endpoint has a request to spare right now, none of
-//! that is needed: the publish stores the delivery already claimed by this worker
+//! publishes also delivers, and the endpoint's slot there has room (a request under its
+//! limit, or a place in its line), none of that is needed: the publish stores the delivery already claimed by this worker
 //! (`locked_until` set, as a claim would), and after the commit the worker gets the row
 //! and its event, which the writer holds anyway.
 //!
@@ -11,7 +11,11 @@
 //! - A delivery is taken only where a popped one would be placed (`Worker::admit`): at
 //!   once if its endpoint is under its limit of requests in flight, else in the
 //!   endpoint's line if the line has room. The rest, retries and other replicas' work go
-//!   through the queue; so does everything when this process runs no worker.
+//!   through the queue; so does everything when this process runs no worker, and once
+//!   it is shutting down (its worker takes no more work, so another replica should).
+//! - The claim's clock starts when the batch is built, before the statement runs, as a
+//!   dispatch's starts before its claim: a delivery that waits so long that its claim
+//!   would lapse during its request is queued for when the claim lapses, not sent.
 //! - The database is the truth. A handed-over delivery has no queue entry; if the
 //!   process dies, its claim lapses and the reconciler finds it overdue and queues it,
 //!   as it does for a push that failed. Its retries are scheduled in the queue as any.
@@ -37,6 +41,10 @@ use crate::{
     },
     time::now_micros,
 };
+
+/// How long after a claim lapses its queue entry is due: the queue may keep due times in
+/// milliseconds, and an entry handed out before the claim lapsed would be dropped.
+pub(super) const AFTER_CLAIM_MICROS: i64 = 1_000;
 
 /// The writer's way to this process's worker (only when the process runs both roles).
 #[derive(Clone)]
@@ -148,7 +156,7 @@ impl Reservation {
                         delivery_id: d.id.clone(),
                         endpoint_id: d.endpoint_id.clone(),
                     },
-                    d.locked_until.unwrap_or(self.lock_line),
+                    d.locked_until.unwrap_or(self.lock_line) + AFTER_CLAIM_MICROS,
                 )
             })
             .collect();

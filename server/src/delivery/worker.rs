@@ -22,7 +22,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -185,6 +188,8 @@ pub struct Worker {
     global: Arc<Semaphore>,
     slots: Mutex<HashMap<String, Slot>>,
     recorder: Recorder,
+    /// Set at shutdown: publishes hand this worker nothing more (`admit`).
+    stopped: AtomicBool,
 }
 
 /// What sending a job came to.
@@ -207,6 +212,7 @@ impl Worker {
             global: Arc::new(Semaphore::new(config.concurrency)),
             slots: Mutex::new(HashMap::new()),
             recorder: Recorder::spawn(store.clone(), queue.clone()),
+            stopped: AtomicBool::new(false),
             store,
             queue,
             config,
@@ -218,6 +224,12 @@ impl Worker {
     /// Up to `DISPATCHERS` batches are claimed at once, so the next batch's database
     /// round trips overlap the previous one's.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let stop = shutdown.clone();
+        let worker = self.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            worker.stopped.store(true, Ordering::Relaxed);
+        });
         let promoter = tokio::spawn(promote_loop(self.queue.clone(), shutdown.clone()));
         let dispatchers = Arc::new(Semaphore::new(DISPATCHERS));
         let mut backoff = Backoff::default();
@@ -306,6 +318,9 @@ impl Worker {
     /// `None` (the delivery goes through the queue) when neither has room. As for a
     /// popped delivery, the process's limit of requests is applied when it is sent.
     pub(super) fn admit(&self, endpoint_id: &str) -> Option<Placement> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return None;
+        }
         let cap = self.config.endpoint_concurrency;
         let budget = self.line_budget();
         let mut slots = self.lock_slots();
@@ -519,7 +534,7 @@ impl Worker {
             delivery_id: d.id.clone(),
             endpoint_id: d.endpoint_id.clone(),
         };
-        let at = d.locked_until.unwrap_or_else(now_micros);
+        let at = d.locked_until.unwrap_or_else(now_micros) + super::handoff::AFTER_CLAIM_MICROS;
         let queue = self.queue.clone();
         tokio::spawn(async move {
             if let Err(err) = queue.schedule(&[(item, at)]).await {

@@ -5,8 +5,8 @@
 //! commit (one fsync) per batch rather than per event. After each commit the new
 //! events go to the live bus in sequence order (through the relay when replicas share
 //! storage, see `relay.rs`), which is what lets tails switch from storage to live
-//! without a gap. The new deliveries go to the queue, or, those this process's worker can
-//! start at once, straight to the worker (`delivery::handoff`).
+//! without a gap. The new deliveries go to the queue, or, those this process's worker has
+//! room for, straight to the worker (`delivery::handoff`).
 
 use std::sync::Arc;
 

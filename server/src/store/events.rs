@@ -45,9 +45,10 @@ pub struct Committed {
     pub event: event::Model,
     /// The idempotency key matched an earlier event, which is `event`.
     pub duplicate: bool,
-    /// Deliveries queued for the event.
+    /// Deliveries created for the event (for a duplicate: by its original).
     pub deliveries: u32,
-    /// The deliveries this commit created (empty for a duplicate), for the queue.
+    /// The deliveries this commit created for the queue (empty for a duplicate); those
+    /// taken over by this process's worker are in [`Taken`] instead.
     pub new_deliveries: Vec<crate::queue::QueueItem>,
 }
 

@@ -12,8 +12,8 @@
 //! Ordering is as on the transaction path: the counter row's lock is held from the bump to
 //! the commit, so sequence numbers are handed out in commit order.
 //!
-//! The deliveries this process's worker can start at once (the [`Takeover`] says which)
-//! are inserted already claimed, and returned as rows ([`Taken`]) with the version of
+//! The deliveries this process's worker has room for (the [`Takeover`] says which) are
+//! inserted already claimed, and returned as rows ([`Taken`]) with the version of
 //! what their attempts read of endpoints and tenants: they go to the worker in memory,
 //! without the queue's round trips or a claim (see `delivery::handoff`).
 

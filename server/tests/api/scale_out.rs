@@ -325,6 +325,20 @@ fn cluster_env(
     .collect()
 }
 
+/// What a deployment on the shared Redis needs: a fresh database, a key prefix of its own
+/// (with the guard that deletes its keys), the Redis URL, an admin key and a receiver.
+async fn shared_deployment() -> (TestDb, String, RedisKeys, String, String, Receiver) {
+    let prefix = unique("herald-test");
+    (
+        TestDb::create().await,
+        prefix.clone(),
+        RedisKeys(prefix),
+        redis_url(),
+        unique("test-admin"),
+        Receiver::start().await,
+    )
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", ulid::Ulid::new().to_string().to_lowercase())
 }
@@ -585,12 +599,7 @@ async fn wait_recorded(replica: &Replica) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_replicas_share_deliveries_and_survive_a_killed_lease_holder() {
     const EVENTS: usize = 600;
-    let db = TestDb::create().await;
-    let prefix = unique("herald-test");
-    let _keys = RedisKeys(prefix.clone());
-    let redis = redis_url();
-    let admin_key = unique("test-admin");
-    let receiver = Receiver::start().await;
+    let (db, prefix, _keys, redis, admin_key, receiver) = shared_deployment().await;
     // 200 ms a request: the workers (16 at a time each, 80/s) fall behind publishing
     // (200 events/s), so their endpoint slots stay full and the replica killed below has
     // attempts in flight.
@@ -811,12 +820,7 @@ async fn redis_restarted_empty_under_load_loses_no_delivery() {
 /// replica's reconciler finds the delivery overdue, queues it and delivers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_handed_to_a_killed_replica_is_delivered_by_another() {
-    let db = TestDb::create().await;
-    let prefix = unique("herald-test");
-    let _keys = RedisKeys(prefix.clone());
-    let redis = redis_url();
-    let admin_key = unique("test-admin");
-    let receiver = Receiver::start().await;
+    let (db, prefix, _keys, redis, admin_key, receiver) = shared_deployment().await;
     // The first request hangs until the replica sending it is killed; the rest succeed.
     receiver.script(vec![Reply::Hang(Duration::from_secs(60))]);
     let mut env = cluster_env(&db.url, &redis, &prefix, &admin_key);
