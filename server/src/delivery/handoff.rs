@@ -89,6 +89,10 @@ impl Takeover for Reservation {
             Placement::InLine => self.lock_line,
         })
     }
+
+    fn release(&mut self) {
+        self.worker.unreserve(std::mem::take(&mut self.planned));
+    }
 }
 
 impl Reservation {
@@ -168,7 +172,7 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        self.worker.unreserve(std::mem::take(&mut self.planned));
+        self.release();
     }
 }
 

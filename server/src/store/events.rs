@@ -58,6 +58,9 @@ pub trait Takeover: Send {
     /// `Some(until)`: the delivery to `endpoint_id` is stored claimed until then and
     /// handed to the worker; `None`: it goes through the queue.
     fn take(&mut self, endpoint_id: &str) -> Option<i64>;
+
+    /// Gives back what `take` took: the batch was not stored and will be built again.
+    fn release(&mut self) {}
 }
 
 /// Takes nothing over: every new delivery goes through the queue.

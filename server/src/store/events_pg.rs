@@ -61,7 +61,11 @@ pub(super) async fn commit<C: ConnectionTrait>(
         };
         match outcome.base {
             Some(base) => return Ok(Some(batch.committed(base, outcome.attempts_version))),
-            None => subscribers.reset(outcome.version),
+            None => {
+                // Nothing was stored: the rebuilt batch takes its deliveries afresh.
+                takeover.release();
+                subscribers.reset(outcome.version);
+            }
         }
     }
     Ok(None)

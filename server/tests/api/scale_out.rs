@@ -650,6 +650,9 @@ async fn worker_replicas_share_deliveries_and_survive_a_killed_lease_holder() {
         .position(|w| w.pid == holder_pid(&holder))
         .unwrap();
     let mut victim = workers.remove(victim);
+    // It has been taking part (the other replica may have taken the first batches), so
+    // with the load still coming it has requests in flight.
+    wait_recorded(&victim).await;
     victim.kill().await;
     let killed_at = Instant::now();
     let survivor = workers.pop().unwrap();
