@@ -178,11 +178,7 @@ impl DeliveryService for DeliveryApi {
             .into());
         }
         let retry = self.state.store.retry_delivery(&original).await?;
-        self.enqueue(&[QueueItem {
-            delivery_id: retry.id.clone(),
-            endpoint_id: retry.endpoint_id.clone(),
-        }])
-        .await;
+        self.enqueue(&[QueueItem::from(&retry)]).await;
         Ok(Response::new(convert::delivery(&retry)))
     }
 

@@ -31,9 +31,8 @@ use std::{
     sync::Arc,
 };
 
-use super::worker::{Job, Placement, Worker};
+use super::worker::{Job, Placement, Worker, micros};
 use crate::{
-    queue::QueueItem,
     store::{
         deliveries::AttemptContext,
         entities::event,
@@ -41,10 +40,6 @@ use crate::{
     },
     time::now_micros,
 };
-
-/// How long after a claim lapses its queue entry is due: the queue may keep due times in
-/// milliseconds, and an entry handed out before the claim lapsed would be dropped.
-pub(super) const AFTER_CLAIM_MICROS: i64 = 1_000;
 
 /// The writer's way to this process's worker (only when the process runs both roles).
 #[derive(Clone)]
@@ -119,13 +114,13 @@ impl Reservation {
             endpoint_ids.dedup();
             let store = self.worker.store();
             let loaded = match store
-                .attempt_endpoints(taken.context_version, endpoint_ids)
+                .attempt_endpoints(Some(taken.context_version), endpoint_ids)
                 .await
             {
                 Ok(loaded) => loaded,
                 Err(err) => {
                     tracing::warn!(error = %err, count = taken.deliveries.len(), "reading endpoints for handed-over deliveries failed; they are queued for when their claims lapse");
-                    self.requeue(&taken).await;
+                    self.worker.requeue_after_claims(&taken.deliveries).await;
                     return;
                 }
             };
@@ -147,35 +142,10 @@ impl Reservation {
             // `self` drops here: the places reserved are now the jobs'.
         });
     }
-
-    /// Queues `taken` for when their claims lapse; if that fails too, the reconciler
-    /// finds them overdue.
-    async fn requeue(&self, taken: &Taken) {
-        let items: Vec<(QueueItem, i64)> = taken
-            .deliveries
-            .iter()
-            .map(|d| {
-                (
-                    QueueItem {
-                        delivery_id: d.id.clone(),
-                        endpoint_id: d.endpoint_id.clone(),
-                    },
-                    d.locked_until.unwrap_or(self.lock_line) + AFTER_CLAIM_MICROS,
-                )
-            })
-            .collect();
-        if let Err(err) = self.worker.queue().schedule(&items).await {
-            tracing::warn!(error = %err, "queueing handed-over deliveries failed; the reconciler will");
-        }
-    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.release();
     }
-}
-
-fn micros(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
 }

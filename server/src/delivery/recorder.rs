@@ -109,13 +109,7 @@ async fn write(store: &Store, queue: &dyn Queue, batch: Vec<Finished>) {
         .filter_map(|(r, o)| match o {
             Recorded::Applied {
                 next_attempt_at: Some(at),
-            } => Some((
-                QueueItem {
-                    delivery_id: r.delivery.id.clone(),
-                    endpoint_id: r.delivery.endpoint_id.clone(),
-                },
-                *at,
-            )),
+            } => Some((QueueItem::from(&r.delivery), *at)),
             _ => None,
         })
         .collect();

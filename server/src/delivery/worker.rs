@@ -65,6 +65,9 @@ const PROMOTE_EVERY: Duration = Duration::from_millis(200);
 /// about as much for one delivery as for ten. Without a claim under way, nothing waits.
 const CLAIM_LINGER_BELOW: usize = 16;
 const CLAIM_LINGER: Duration = Duration::from_millis(2);
+/// How long after a claim lapses a queue entry for it is due: the queue may keep due
+/// times in milliseconds, and an entry handed out before the claim lapsed is dropped.
+const AFTER_CLAIM_MICROS: i64 = 1_000;
 /// Slack when claiming: an entry promoted a moment early is still due.
 const DUE_SLACK_MICROS: i64 = 1_000_000;
 /// The shortest line (times the cap), for endpoints of unknown or slow speed.
@@ -351,10 +354,6 @@ impl Worker {
         &self.store
     }
 
-    pub(super) fn queue(&self) -> &Arc<dyn Queue> {
-        &self.queue
-    }
-
     /// Starts claimed jobs where their endpoint's limit allows and lines up the rest
     /// (their places were reserved before they were claimed).
     pub(super) fn place(self: &Arc<Self>, jobs: Vec<Job>) {
@@ -492,7 +491,13 @@ impl Worker {
                 // unacked; the queue hands it out again once its lease expires.
                 tracing::debug!(delivery = %job.delivery.id, "claim ran short in line; requeued");
                 if job.lease.is_none() {
-                    self.requeue_when_unclaimed(&job.delivery);
+                    let worker = self.clone();
+                    let delivery = job.delivery.clone();
+                    tokio::spawn(async move {
+                        worker
+                            .requeue_after_claims(std::slice::from_ref(&delivery))
+                            .await;
+                    });
                 }
                 drop(permit);
                 match self.next_in_line(&endpoint_id, None, None) {
@@ -527,20 +532,19 @@ impl Worker {
         }
     }
 
-    /// Queues a handed-over delivery (it has no queue entry) for when its claim lapses.
-    /// If that fails, the reconciler finds it overdue.
-    fn requeue_when_unclaimed(&self, d: &delivery::Model) {
-        let item = QueueItem {
-            delivery_id: d.id.clone(),
-            endpoint_id: d.endpoint_id.clone(),
-        };
-        let at = d.locked_until.unwrap_or_else(now_micros) + super::handoff::AFTER_CLAIM_MICROS;
-        let queue = self.queue.clone();
-        tokio::spawn(async move {
-            if let Err(err) = queue.schedule(&[(item, at)]).await {
-                tracing::warn!(error = %err, "could not queue a delivery whose claim ran short; the reconciler will");
-            }
-        });
+    /// Queues handed-over deliveries (they have no queue entry) for when their claims
+    /// lapse. If that fails, the reconciler finds them overdue.
+    pub(super) async fn requeue_after_claims(&self, deliveries: &[delivery::Model]) {
+        let items: Vec<(QueueItem, i64)> = deliveries
+            .iter()
+            .map(|d| {
+                let lapses = d.locked_until.unwrap_or_else(now_micros);
+                (QueueItem::from(d), lapses + AFTER_CLAIM_MICROS)
+            })
+            .collect();
+        if let Err(err) = self.queue.schedule(&items).await {
+            tracing::warn!(error = %err, count = items.len(), "could not queue handed-over deliveries for when their claims lapse; the reconciler will");
+        }
     }
 
     /// Half a lease: what a line may take to work through.
@@ -717,7 +721,7 @@ impl Worker {
     }
 }
 
-fn micros(d: Duration) -> i64 {
+pub(super) fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2)
 }
 

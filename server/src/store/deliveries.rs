@@ -222,21 +222,13 @@ impl Store {
         if claimed.is_empty() {
             return Ok((claimed, context));
         }
-        // The copy, if nothing changed since it was made.
-        let copy = claim_version
-            .filter(|_| read.is_none())
-            .and_then(|v| self.attempt_copy().get(v, &endpoint_ids));
-        let loaded = match copy {
-            Some(copy) => copy,
-            None => {
-                // What was read beside the claim, or a fresh read; the copy takes it in.
-                let read = match read {
-                    Some(read) => read,
-                    None => Loaded::read(&self.db, endpoint_ids).await?,
-                };
+        let loaded = match read {
+            // Read beside the claim: the copy takes it in.
+            Some(read) => {
                 self.attempt_copy().absorb(&read);
                 read
             }
+            None => self.attempt_endpoints(claim_version, endpoint_ids).await?,
         };
         context.endpoints = loaded.endpoints;
         context.tenants = loaded.tenants;
@@ -245,15 +237,15 @@ impl Store {
 
     /// The endpoints `endpoint_ids` and their tenants as attempts read them, at
     /// `version` of `sequences.attempts` or later: the worker's copy when it is at that
-    /// version, else a fresh read, which the copy takes in. For the deliveries a publish
-    /// handed to the worker already claimed, at the version the publish saw
-    /// (PostgreSQL).
+    /// version, else a fresh read (also when `version` is unknown), which the copy takes
+    /// in. For a claim, at the version its statement saw, and for the deliveries a
+    /// publish handed to the worker, at the version the publish saw (PostgreSQL).
     pub async fn attempt_endpoints(
         &self,
-        version: i64,
+        version: Option<i64>,
         endpoint_ids: Vec<String>,
     ) -> Result<Loaded> {
-        if let Some(copy) = self.attempt_copy().get(version, &endpoint_ids) {
+        if let Some(copy) = version.and_then(|v| self.attempt_copy().get(v, &endpoint_ids)) {
             return Ok(copy);
         }
         let read = Loaded::read(&self.db, endpoint_ids).await?;
@@ -725,6 +717,15 @@ fn take_claimed(
         claimed.push(delivery);
     }
     Ok(missed)
+}
+
+impl From<&delivery::Model> for QueueItem {
+    fn from(d: &delivery::Model) -> QueueItem {
+        QueueItem {
+            delivery_id: d.id.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+        }
+    }
 }
 
 /// A fresh `DELIVERING` row, due now.

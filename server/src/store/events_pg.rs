@@ -87,6 +87,7 @@ struct NewDelivery {
     id: String,
     event: usize,
     endpoint_id: String,
+    idempotency_token: String,
     /// Claimed by this process's worker until then (taken over), or queued.
     locked_until: Option<i64>,
 }
@@ -114,6 +115,7 @@ impl Batch {
                         id: ids::new(Kind::Delivery),
                         event: i,
                         endpoint_id: sub.id.clone(),
+                        idempotency_token: idempotency_token(&new.id, &sub.id),
                         locked_until: takeover.take(&sub.id),
                     });
                 }
@@ -189,10 +191,7 @@ impl Batch {
             pg::texts(d.iter().map(|d| e[d.event].id.clone())),
             pg::texts(d.iter().map(|d| d.endpoint_id.clone())),
             pg::texts(d.iter().map(|d| e[d.event].event_type.clone())),
-            pg::texts(
-                d.iter()
-                    .map(|d| idempotency_token(&e[d.event].id, &d.endpoint_id)),
-            ),
+            pg::texts(d.iter().map(|d| d.idempotency_token.clone())),
             status::DELIVERING.into(),
             pg::opt_bigints(d.iter().map(|d| d.locked_until)),
         ];
@@ -210,7 +209,7 @@ impl Batch {
             let e = &self.events[d.event];
             match d.locked_until {
                 Some(locked_until) => taken.push(delivery::Model {
-                    idempotency_token: idempotency_token(&e.id, &d.endpoint_id),
+                    idempotency_token: d.idempotency_token,
                     id: d.id,
                     tenant_id: e.tenant_id.clone(),
                     event_id: e.id.clone(),
