@@ -10,6 +10,7 @@ mod m20261127_000002_leaner_indexes;
 mod m20261128_000003_endpoints_version;
 mod m20261128_000004_pending_index;
 mod m20261128_000005_attempt_context_version;
+mod m20261128_000006_statement_level_references;
 
 /// Every migration, oldest first.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000003_endpoints_version::Migration),
             Box::new(m20261128_000004_pending_index::Migration),
             Box::new(m20261128_000005_attempt_context_version::Migration),
+            Box::new(m20261128_000006_statement_level_references::Migration),
         ]
     }
 }

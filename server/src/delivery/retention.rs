@@ -1,5 +1,5 @@
 //! Pruning: events older than the retention period go, with their deliveries and
-//! attempts (foreign keys cascade), a batch at a time with pauses, so publishers are
+//! attempts (the database cascades: foreign keys, or triggers on PostgreSQL), a batch at a time with pauses, so publishers are
 //! never locked out for long.
 //!
 //! With several replicas only the holder of the background lease prunes (`crate::lease`):

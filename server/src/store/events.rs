@@ -332,8 +332,9 @@ async fn commit_in(
 }
 
 /// The events and their deliveries in one statement of fixed text (see `store::pg`).
-/// A data-modifying `WITH` always runs to completion, and the deliveries' foreign keys
-/// are checked at the end of the statement, when the events are there.
+/// A data-modifying `WITH` always runs to completion, and the deliveries' references
+/// are checked at the end of the statement, when the events are there (foreign keys on
+/// SQLite, statement-level triggers on PostgreSQL: see migration 6).
 async fn insert_pg(
     txn: &DatabaseTransaction,
     events: Vec<event::Model>,

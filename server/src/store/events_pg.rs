@@ -54,7 +54,8 @@ pub(super) async fn commit<C: ConnectionTrait>(
             Ok(Some(outcome)) => outcome,
             Ok(None) => return Ok(None),
             Err(err) => {
-                // Say an endpoint was deleted meanwhile (a foreign key): start afresh.
+                // Say an endpoint was deleted meanwhile (its reference check, migration 6):
+                // start afresh.
                 subscribers.forget();
                 return Err(err.into());
             }
@@ -142,7 +143,7 @@ impl Batch {
     fn statement(&self, version: i64) -> sea_orm::Statement {
         // `c` is empty when the version moved on: then nothing below inserts anything.
         // Data-modifying CTEs run to completion whether or not they are read, and the
-        // deliveries' foreign keys are checked at the end of the statement.
+        // deliveries' references are checked at the end of the statement (migration 6).
         const SQL: &str = "WITH v AS (
                 SELECT value FROM sequences WHERE name = 'endpoints'
             ),

@@ -80,7 +80,8 @@ impl Store {
         Ok(page.finish(rows, |t| format!("{}:{}", t.created_at, t.id)))
     }
 
-    /// Deletes a tenant; foreign keys cascade to its events, endpoints, deliveries and keys.
+    /// Deletes a tenant; the database cascades to its events, endpoints, deliveries, attempts
+    /// and keys (foreign keys, and on PostgreSQL triggers: migration 6).
     pub async fn delete_tenant(&self, id: &str) -> Result<bool> {
         let res = tenant::Entity::delete_by_id(id).exec(&self.db).await?;
         Ok(res.rows_affected > 0)

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod receiver;
+mod references;
 
 mod claims;
 mod cluster;

@@ -1,0 +1,225 @@
+//! References checked once per statement instead of once per row (PostgreSQL).
+//!
+//! A foreign key checks each inserted row with its own query, and that query locks the
+//! parent row. Every publish and every recorded attempt inserted rows that point at the
+//! same few hot parents (the tenant, the endpoint) from several connections at once, so
+//! those row locks became multixacts, and the checks of rows whose parent the same
+//! statement had just written (a delivery's event, an attempt's delivery) still wrote a
+//! lock record each. Together that was about a quarter of PostgreSQL's CPU per delivery
+//! (docs/BENCHMARKS.md, *Tenth round*).
+//!
+//! The five hot foreign keys (`events.tenant_id`, `deliveries.tenant_id`,
+//! `deliveries.endpoint_id`, `deliveries.event_id`, `attempts.delivery_id`) become
+//! statement-level triggers with the same guarantees:
+//! - **Checks.** After each `INSERT` statement, one query per parent looks up every new
+//!   row's parent and raises `foreign_key_violation` (SQLSTATE 23503, as the foreign
+//!   key did, naming the column and the id) if one is missing.
+//! - **Races with a delete.** A check that passed must not let a concurrent delete of
+//!   the parent leave its rows behind.
+//!   - Tenants and endpoints: an inserting statement takes a shared advisory lock per
+//!     tenant (in memory, no row lock), and a delete of a tenant or an endpoint takes
+//!     it exclusively before cascading. The delete therefore waits for inserts already
+//!     under way to commit, and its cascade sees their rows. An insert that comes later
+//!     waits for the delete and then finds its parent gone.
+//!   - Events and deliveries as parents: their rows are locked `FOR KEY SHARE` as
+//!     before, but only those that another transaction wrote. An event inserted by
+//!     the same publish, or a delivery updated by the same record statement, cannot be
+//!     deleted by anyone else before this transaction commits.
+//! - **Cascades.** Statement-level `AFTER DELETE` triggers delete the children of every
+//!   deleted tenant, endpoint, event and delivery, as `ON DELETE CASCADE` did.
+//!
+//! Cold references (API keys and endpoints to their tenant) keep their foreign keys.
+//! SQLite keeps all of them: there the checks take no locks that other writers share.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// The advisory lock namespace (`'HRLD'`), so that other users of advisory locks in the
+/// same database cannot collide with these.
+const LOCK_CLASS: &str = "1213353028";
+
+/// Checks that each new row's `column` names a row of `parent`; raises as a foreign key would.
+fn check(table: &str, column: &str, parent: &str, what: &str) -> String {
+    format!(
+        "SELECT n.{column} INTO missing FROM new_rows n
+             LEFT JOIN LATERAL (SELECT 1 AS found FROM {parent} p
+                                WHERE p.id = n.{column} OFFSET 0) p ON true
+             WHERE p.found IS NULL LIMIT 1;
+         IF FOUND THEN
+             RAISE foreign_key_violation USING TABLE = '{table}',
+                 CONSTRAINT = '{table}_{column}_fkey',
+                 MESSAGE = format('{table}.{column}: {what} %s does not exist', missing);
+         END IF;"
+    )
+}
+
+/// Locks the parents (of `parent`) that another transaction wrote, as a foreign key's
+/// check would. The `OFFSET 0` keeps each lookup an index probe: a transition table
+/// has no statistics, and a plan that scans the parent table costs milliseconds.
+fn lock_others(column: &str, parent: &str) -> String {
+    format!(
+        "PERFORM 1 FROM new_rows n, LATERAL (
+             SELECT 1 FROM {parent} p
+             WHERE p.id = n.{column} AND p.xmin <> pg_current_xact_id()::xid
+             OFFSET 0 FOR KEY SHARE) l;"
+    )
+}
+
+/// Shares (inserts) or takes (deletes) the advisory lock of each tenant in `rows`,
+/// in one order so that two deletes cannot deadlock.
+fn tenant_locks(function: &str, column: &str, rows: &str) -> String {
+    format!(
+        "PERFORM {function}({LOCK_CLASS}, hashtext(t))
+         FROM (SELECT DISTINCT {column} AS t FROM {rows} ORDER BY 1) s;"
+    )
+}
+
+fn function(name: &str, body: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE missing text;
+         BEGIN
+             {body}
+             RETURN NULL;
+         END $$"
+    )
+}
+
+fn up_statements() -> Vec<String> {
+    let shared = |column| tenant_locks("pg_advisory_xact_lock_shared", column, "new_rows");
+    let exclusive = |column| tenant_locks("pg_advisory_xact_lock", column, "old_rows");
+    let mut sql: Vec<String> = [
+        "ALTER TABLE attempts DROP CONSTRAINT attempts_delivery_id_fkey",
+        "ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_fkey",
+        "ALTER TABLE deliveries DROP CONSTRAINT deliveries_endpoint_id_fkey",
+        "ALTER TABLE deliveries DROP CONSTRAINT deliveries_tenant_id_fkey",
+        "ALTER TABLE events DROP CONSTRAINT events_tenant_id_fkey",
+    ]
+    .map(String::from)
+    .to_vec();
+    sql.push(function(
+        "herald_events_parents",
+        &[
+            shared("tenant_id"),
+            check("events", "tenant_id", "tenants", "tenant"),
+        ]
+        .concat(),
+    ));
+    sql.push(function(
+        "herald_deliveries_parents",
+        &[
+            shared("tenant_id"),
+            lock_others("event_id", "events"),
+            check("deliveries", "tenant_id", "tenants", "tenant"),
+            check("deliveries", "endpoint_id", "endpoints", "endpoint"),
+            check("deliveries", "event_id", "events", "event"),
+        ]
+        .concat(),
+    ));
+    sql.push(function(
+        "herald_attempts_parents",
+        &[
+            lock_others("delivery_id", "deliveries"),
+            check("attempts", "delivery_id", "deliveries", "delivery"),
+        ]
+        .concat(),
+    ));
+    sql.push(function(
+        "herald_tenants_cascade",
+        &[
+            exclusive("id"),
+            "DELETE FROM deliveries WHERE tenant_id IN (SELECT id FROM old_rows);
+             DELETE FROM events WHERE tenant_id IN (SELECT id FROM old_rows);"
+                .to_string(),
+        ]
+        .concat(),
+    ));
+    sql.push(function(
+        "herald_endpoints_cascade",
+        &[
+            exclusive("tenant_id"),
+            "DELETE FROM deliveries WHERE endpoint_id IN (SELECT id FROM old_rows);".to_string(),
+        ]
+        .concat(),
+    ));
+    sql.push(function(
+        "herald_events_cascade",
+        "DELETE FROM deliveries WHERE event_id IN (SELECT id FROM old_rows);",
+    ));
+    sql.push(function(
+        "herald_deliveries_cascade",
+        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM old_rows);",
+    ));
+    for (table, what) in TRIGGERS {
+        let (event, transition, name) = match what {
+            "parents" => ("INSERT", "NEW", "parents"),
+            _ => ("DELETE", "OLD", "cascade"),
+        };
+        let rows = if event == "INSERT" {
+            "new_rows"
+        } else {
+            "old_rows"
+        };
+        sql.push(format!(
+            "CREATE TRIGGER {table}_{name} AFTER {event} ON {table}
+             REFERENCING {transition} TABLE AS {rows}
+             FOR EACH STATEMENT EXECUTE FUNCTION herald_{table}_{name}()"
+        ));
+    }
+    sql
+}
+
+/// Each trigger: its table and whether it checks parents or cascades a delete.
+const TRIGGERS: [(&str, &str); 7] = [
+    ("events", "parents"),
+    ("deliveries", "parents"),
+    ("attempts", "parents"),
+    ("tenants", "cascade"),
+    ("endpoints", "cascade"),
+    ("events", "cascade"),
+    ("deliveries", "cascade"),
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        for sql in up_statements() {
+            db.execute_unprepared(&sql).await?;
+        }
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(());
+        }
+        let db = manager.get_connection();
+        for (table, name) in TRIGGERS {
+            db.execute_unprepared(&format!(
+                "DROP TRIGGER IF EXISTS {table}_{name} ON {table};
+                 DROP FUNCTION IF EXISTS herald_{table}_{name}()"
+            ))
+            .await?;
+        }
+        for (table, column, parent) in [
+            ("events", "tenant_id", "tenants"),
+            ("deliveries", "tenant_id", "tenants"),
+            ("deliveries", "endpoint_id", "endpoints"),
+            ("deliveries", "event_id", "events"),
+            ("attempts", "delivery_id", "deliveries"),
+        ] {
+            db.execute_unprepared(&format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {table}_{column}_fkey
+                 FOREIGN KEY ({column}) REFERENCES {parent} (id) ON DELETE CASCADE"
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+}
