@@ -40,46 +40,83 @@ pub struct Migration;
 /// same database cannot collide with these.
 const LOCK_CLASS: &str = "1213353028";
 
-/// Checks that each new row's `column` names a row of `parent`; raises as a foreign key would.
-fn check(table: &str, column: &str, parent: &str, what: &str) -> String {
+/// Checks, in one query, that each new row's references name existing rows; raises as
+/// a foreign key would, naming the first missing one. `refs`: column, parent table, and
+/// what a parent row is called. The `OFFSET 0` keeps each lookup an index probe: a
+/// transition table has no statistics, and a plan that scans a parent table costs
+/// milliseconds.
+fn check(table: &str, refs: &[(&str, &str, &str)]) -> String {
+    let case = |pick: &dyn Fn(&str, &str) -> String| {
+        let arms: String = refs
+            .iter()
+            .enumerate()
+            .map(|(i, (column, _, what))| {
+                format!(" WHEN p{i}.found IS NULL THEN {}", pick(column, what))
+            })
+            .collect();
+        format!("CASE{arms} END")
+    };
+    let joins: String = refs
+        .iter()
+        .enumerate()
+        .map(|(i, (column, parent, _))| {
+            format!(
+                " LEFT JOIN LATERAL (SELECT 1 AS found FROM {parent} p
+                     WHERE p.id = n.{column} OFFSET 0) p{i} ON true"
+            )
+        })
+        .collect();
+    let missing: Vec<String> = (0..refs.len())
+        .map(|i| format!("p{i}.found IS NULL"))
+        .collect();
     format!(
-        "SELECT n.{column} INTO missing FROM new_rows n
-             LEFT JOIN LATERAL (SELECT 1 AS found FROM {parent} p
-                                WHERE p.id = n.{column} OFFSET 0) p ON true
-             WHERE p.found IS NULL LIMIT 1;
+        "SELECT {}, {}, {} INTO missing_column, missing_what, missing
+         FROM new_rows n{joins}
+         WHERE {} LIMIT 1;
          IF FOUND THEN
              RAISE foreign_key_violation USING TABLE = '{table}',
-                 CONSTRAINT = '{table}_{column}_fkey',
-                 MESSAGE = format('{table}.{column}: {what} %s does not exist', missing);
-         END IF;"
+                 CONSTRAINT = '{table}_' || missing_column || '_fkey',
+                 MESSAGE = format('{table}.%s: %s %s does not exist', missing_column,
+                                  missing_what, missing);
+         END IF;",
+        case(&|column, _| format!("'{column}'")),
+        case(&|_, what| format!("'{what}'")),
+        case(&|column, _| format!("n.{column}")),
+        missing.join(" OR "),
     )
 }
 
+/// Takes `locks` (queries from the two functions below) in one statement, before the
+/// check: the check's own snapshot must come after any wait for a lock.
+fn lock(locks: &[String]) -> String {
+    format!("PERFORM 1 FROM ({}) locked;", locks.join(" UNION ALL "))
+}
+
 /// Locks the parents (of `parent`) that another transaction wrote, as a foreign key's
-/// check would. The `OFFSET 0` keeps each lookup an index probe: a transition table
-/// has no statistics, and a plan that scans the parent table costs milliseconds.
-fn lock_others(column: &str, parent: &str) -> String {
+/// check would; a parent this transaction wrote cannot be deleted by another before it
+/// commits, and locking it would only write a lock record.
+fn others(column: &str, parent: &str) -> String {
     format!(
-        "PERFORM 1 FROM new_rows n, LATERAL (
+        "SELECT 1 FROM new_rows n, LATERAL (
              SELECT 1 FROM {parent} p
              WHERE p.id = n.{column} AND p.xmin <> pg_current_xact_id()::xid
-             OFFSET 0 FOR KEY SHARE) l;"
+             OFFSET 0 FOR KEY SHARE) l"
     )
 }
 
 /// Shares (inserts) or takes (deletes) the advisory lock of each tenant in `rows`,
 /// in one order so that two deletes cannot deadlock.
-fn tenant_locks(function: &str, column: &str, rows: &str) -> String {
+fn tenants(function: &str, column: &str, rows: &str) -> String {
     format!(
-        "PERFORM {function}({LOCK_CLASS}, hashtext(t))
-         FROM (SELECT DISTINCT {column} AS t FROM {rows} ORDER BY 1) s;"
+        "SELECT 1 FROM (SELECT DISTINCT {column} AS t FROM {rows} ORDER BY 1) s,
+             LATERAL {function}({LOCK_CLASS}, hashtext(s.t)) l"
     )
 }
 
 fn function(name: &str, body: &str) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
-         DECLARE missing text;
+         DECLARE missing text; missing_column text; missing_what text;
          BEGIN
              {body}
              RETURN NULL;
@@ -88,8 +125,8 @@ fn function(name: &str, body: &str) -> String {
 }
 
 fn up_statements() -> Vec<String> {
-    let shared = |column| tenant_locks("pg_advisory_xact_lock_shared", column, "new_rows");
-    let exclusive = |column| tenant_locks("pg_advisory_xact_lock", column, "old_rows");
+    let shared = |column| tenants("pg_advisory_xact_lock_shared", column, "new_rows");
+    let exclusive = |column| lock(&[tenants("pg_advisory_xact_lock", column, "old_rows")]);
     let mut sql: Vec<String> = [
         "ALTER TABLE attempts DROP CONSTRAINT attempts_delivery_id_fkey",
         "ALTER TABLE deliveries DROP CONSTRAINT deliveries_event_id_fkey",
@@ -102,29 +139,33 @@ fn up_statements() -> Vec<String> {
     sql.push(function(
         "herald_events_parents",
         &[
-            shared("tenant_id"),
-            check("events", "tenant_id", "tenants", "tenant"),
+            lock(&[shared("tenant_id")]),
+            check("events", &[("tenant_id", "tenants", "tenant")]),
         ]
-        .concat(),
+        .join("\n"),
     ));
     sql.push(function(
         "herald_deliveries_parents",
         &[
-            shared("tenant_id"),
-            lock_others("event_id", "events"),
-            check("deliveries", "tenant_id", "tenants", "tenant"),
-            check("deliveries", "endpoint_id", "endpoints", "endpoint"),
-            check("deliveries", "event_id", "events", "event"),
+            lock(&[shared("tenant_id"), others("event_id", "events")]),
+            check(
+                "deliveries",
+                &[
+                    ("tenant_id", "tenants", "tenant"),
+                    ("endpoint_id", "endpoints", "endpoint"),
+                    ("event_id", "events", "event"),
+                ],
+            ),
         ]
-        .concat(),
+        .join("\n"),
     ));
     sql.push(function(
         "herald_attempts_parents",
         &[
-            lock_others("delivery_id", "deliveries"),
-            check("attempts", "delivery_id", "deliveries", "delivery"),
+            lock(&[others("delivery_id", "deliveries")]),
+            check("attempts", &[("delivery_id", "deliveries", "delivery")]),
         ]
-        .concat(),
+        .join("\n"),
     ));
     sql.push(function(
         "herald_tenants_cascade",
@@ -134,7 +175,7 @@ fn up_statements() -> Vec<String> {
              DELETE FROM events WHERE tenant_id IN (SELECT id FROM old_rows);"
                 .to_string(),
         ]
-        .concat(),
+        .join("\n"),
     ));
     sql.push(function(
         "herald_endpoints_cascade",
@@ -142,7 +183,7 @@ fn up_statements() -> Vec<String> {
             exclusive("tenant_id"),
             "DELETE FROM deliveries WHERE endpoint_id IN (SELECT id FROM old_rows);".to_string(),
         ]
-        .concat(),
+        .join("\n"),
     ));
     sql.push(function(
         "herald_events_cascade",
