@@ -15,8 +15,8 @@ use std::{
 use herald::{
     config::Secret,
     proto::{
-        CreateEndpointRequest, Delivery, DeliveryStatus, Event, ListDeliveriesRequest,
-        SubscribeRequest, delivery_service_client::DeliveryServiceClient,
+        Delivery, DeliveryStatus, Event, ListDeliveriesRequest, SubscribeRequest,
+        delivery_service_client::DeliveryServiceClient,
     },
     server::DELIVERY_HEALTH,
 };
@@ -24,7 +24,10 @@ use redis::{AsyncCommands, aio::MultiplexedConnection, cluster_async::ClusterCon
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::{
-    helpers::{Backend, TenantKeys, TestApp, authed, eventually, publish_request, spawn_app_with},
+    helpers::{
+        Backend, TenantKeys, TestApp, authed, endpoint, eventually, publish_license as publish,
+        spawn_app_with,
+    },
     observability::{health_of, wait_health},
     receiver::{Receiver, Reply},
     subscribe::{event_by, open_tail},
@@ -237,39 +240,6 @@ async fn app_on(cluster: &Cluster, tweak: impl FnOnce(&mut herald::config::Confi
     .await
 }
 
-async fn endpoint(app: &TestApp, keys: &TenantKeys, url: String) -> String {
-    app.endpoints()
-        .await
-        .create_endpoint(authed(
-            &keys.manager,
-            CreateEndpointRequest {
-                url,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create endpoint")
-        .into_inner()
-        .endpoint
-        .expect("an endpoint")
-        .id
-}
-
-async fn publish(app: &TestApp, keys: &TenantKeys, id: &str) -> Event {
-    app.events()
-        .await
-        .publish(authed(
-            &keys.publisher,
-            publish_request("license.created", id),
-        ))
-        .await
-        .expect("publish")
-        .into_inner()
-        .event
-        .expect("the stored event")
-}
-
-/// The delivery of `event` (to the tenant's one endpoint), once DELIVERED.
 async fn delivered(app: &TestApp, keys: &TenantKeys, event: &Event) -> Delivery {
     let client = DeliveryServiceClient::new(app.channel().await);
     eventually(&format!("{} delivered", event.id), WAIT, || {

@@ -370,6 +370,40 @@ pub fn payload_for(event_type: &str, id: &str) -> String {
     serde_json::json!({ "data": data }).to_string()
 }
 
+/// Creates an endpoint at `url` with the tenant's manager key; returns its id.
+pub async fn endpoint(app: &TestApp, keys: &TenantKeys, url: String) -> String {
+    app.endpoints()
+        .await
+        .create_endpoint(authed(
+            &keys.manager,
+            proto::CreateEndpointRequest {
+                url,
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("create endpoint")
+        .into_inner()
+        .endpoint
+        .expect("an endpoint")
+        .id
+}
+
+/// Publishes one `license.created` event about resource `id` with the publisher key.
+pub async fn publish_license(app: &TestApp, keys: &TenantKeys, id: &str) -> proto::Event {
+    app.events()
+        .await
+        .publish(authed(
+            &keys.publisher,
+            publish_request("license.created", id),
+        ))
+        .await
+        .expect("publish")
+        .into_inner()
+        .event
+        .expect("the stored event")
+}
+
 /// A publish request of `event_type` for the key's tenant.
 pub fn publish_request(event_type: &str, id: &str) -> proto::PublishRequest {
     proto::PublishRequest {

@@ -6,12 +6,14 @@
 
 use std::time::Duration;
 
-use herald::proto::{CreateEndpointRequest, DeleteEndpointRequest, DeleteTenantRequest};
+use herald::proto::{DeleteEndpointRequest, DeleteTenantRequest};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr, TransactionTrait};
 
 use crate::{
     both_backends,
-    helpers::{Backend, TenantKeys, TestApp, authed, eventually, publish_request, spawn_app},
+    helpers::{
+        Backend, TenantKeys, TestApp, authed, endpoint, eventually, publish_license, spawn_app,
+    },
     receiver::Receiver,
 };
 
@@ -20,38 +22,9 @@ both_backends!(
     rows_without_a_parent_are_refused
 );
 
-async fn endpoint(app: &TestApp, keys: &TenantKeys, url: String) -> String {
-    app.endpoints()
-        .await
-        .create_endpoint(authed(
-            &keys.manager,
-            CreateEndpointRequest {
-                url,
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("create endpoint")
-        .into_inner()
-        .endpoint
-        .expect("the endpoint")
-        .id
-}
-
 /// Publishes one event and returns its id.
 async fn publish(app: &TestApp, keys: &TenantKeys, id: &str) -> String {
-    app.events()
-        .await
-        .publish(authed(
-            &keys.publisher,
-            publish_request("license.created", id),
-        ))
-        .await
-        .expect("publish")
-        .into_inner()
-        .event
-        .expect("the event")
-        .id
+    publish_license(app, keys, id).await.id
 }
 
 async fn database(app: &TestApp) -> DatabaseConnection {
