@@ -1,6 +1,6 @@
 //! Pruning: events older than the retention period go, with their deliveries and
-//! attempts (the database cascades: foreign keys, or triggers on PostgreSQL), a batch at a time with pauses, so publishers are
-//! never locked out for long.
+//! attempts (the database cascades them: foreign keys, or triggers on PostgreSQL), a
+//! batch at a time with pauses, so publishers are never locked out for long.
 //!
 //! With several replicas only the holder of the background lease prunes (`crate::lease`):
 //! N replicas deleting the same rows would only contend on their locks.

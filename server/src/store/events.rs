@@ -333,8 +333,8 @@ async fn commit_in(
 
 /// The events and their deliveries in one statement of fixed text (see `store::pg`).
 /// A data-modifying `WITH` always runs to completion, and the deliveries' references
-/// are checked at the end of the statement, when the events are there (foreign keys on
-/// SQLite, statement-level triggers on PostgreSQL: see migration 6).
+/// are checked at the end of the statement (by triggers, see migration 6), when the
+/// events are there.
 async fn insert_pg(
     txn: &DatabaseTransaction,
     events: Vec<event::Model>,
