@@ -12,6 +12,15 @@ mod m20261128_000004_pending_index;
 mod m20261128_000005_attempt_context_version;
 mod m20261128_000006_statement_level_references;
 
+/// The connection, on PostgreSQL only: what a PostgreSQL-only migration (triggers,
+/// functions) runs on; `None` on SQLite, where it does nothing.
+fn postgres_only<'a, 'c>(
+    manager: &'a SchemaManager<'c>,
+) -> Option<&'a SchemaManagerConnection<'c>> {
+    (manager.get_database_backend() == sea_orm::DatabaseBackend::Postgres)
+        .then(|| manager.get_connection())
+}
+
 /// Every migration, oldest first.
 pub struct Migrator;
 

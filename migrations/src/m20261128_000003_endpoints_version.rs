@@ -17,10 +17,9 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        let Some(db) = crate::postgres_only(manager) else {
             return Ok(());
-        }
-        let db = manager.get_connection();
+        };
         db.execute_unprepared(
             "INSERT INTO sequences (name, value) VALUES ('endpoints', 0) ON CONFLICT DO NOTHING",
         )
@@ -54,10 +53,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        let Some(db) = crate::postgres_only(manager) else {
             return Ok(());
-        }
-        let db = manager.get_connection();
+        };
         for sql in [
             "DROP TRIGGER IF EXISTS endpoints_version_update ON endpoints",
             "DROP TRIGGER IF EXISTS endpoints_version_insert_delete ON endpoints",

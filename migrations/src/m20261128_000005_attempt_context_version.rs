@@ -20,10 +20,9 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        let Some(db) = crate::postgres_only(manager) else {
             return Ok(());
-        }
-        let db = manager.get_connection();
+        };
         for sql in [
             "INSERT INTO sequences (name, value) VALUES ('attempts', 0) ON CONFLICT DO NOTHING",
             "CREATE OR REPLACE FUNCTION herald_attempt_context_changed() RETURNS trigger
@@ -55,10 +54,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        let Some(db) = crate::postgres_only(manager) else {
             return Ok(());
-        }
-        let db = manager.get_connection();
+        };
         for sql in [
             "DROP TRIGGER IF EXISTS tenants_attempts_version_delete ON tenants",
             "DROP TRIGGER IF EXISTS tenants_attempts_version_update ON tenants",

@@ -195,19 +195,14 @@ fn up_statements() -> Vec<String> {
         "herald_deliveries_cascade",
         "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM old_rows);",
     ));
-    for (table, what) in TRIGGERS {
-        let (event, transition, name) = match what {
-            "parents" => ("INSERT", "NEW", "parents"),
-            _ => ("DELETE", "OLD", "cascade"),
-        };
-        let rows = if event == "INSERT" {
-            "new_rows"
-        } else {
-            "old_rows"
+    for (table, name) in TRIGGERS {
+        let (event, transition) = match name {
+            "parents" => ("INSERT", "NEW TABLE AS new_rows"),
+            _ => ("DELETE", "OLD TABLE AS old_rows"),
         };
         sql.push(format!(
             "CREATE TRIGGER {table}_{name} AFTER {event} ON {table}
-             REFERENCING {transition} TABLE AS {rows}
+             REFERENCING {transition}
              FOR EACH STATEMENT EXECUTE FUNCTION herald_{table}_{name}()"
         ));
     }
@@ -228,10 +223,9 @@ const TRIGGERS: [(&str, &str); 7] = [
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        let Some(db) = crate::postgres_only(manager) else {
             return Ok(());
-        }
-        let db = manager.get_connection();
+        };
         for sql in up_statements() {
             db.execute_unprepared(&sql).await?;
         }
@@ -239,10 +233,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        let Some(db) = crate::postgres_only(manager) else {
             return Ok(());
-        }
-        let db = manager.get_connection();
+        };
         for (table, name) in TRIGGERS {
             db.execute_unprepared(&format!(
                 "DROP TRIGGER IF EXISTS {table}_{name} ON {table};

@@ -3,9 +3,9 @@
 //! A delivery that goes through the queue costs a push, a pop, a claim in the database
 //! (a statement that also reads its event back) and an ack. When the process that
 //! publishes also delivers, and the endpoint's slot there has room (a request under its
-//! limit, or a place in its line), none of that is needed: the publish stores the delivery already claimed by this worker
-//! (`locked_until` set, as a claim would), and after the commit the worker gets the row
-//! and its event, which the writer holds anyway.
+//! limit, or a place in its line), none of that is needed: the publish stores the
+//! delivery already claimed by this worker (`locked_until` set, as a claim would), and
+//! after the commit the worker gets the row and its event, which the writer holds anyway.
 //!
 //! What stays the same:
 //! - A delivery is taken only where a popped one would be placed (`Worker::admit`): at

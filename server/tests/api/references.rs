@@ -45,6 +45,15 @@ async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     row.try_get_by_index(0).expect("a count")
 }
 
+/// How many delivery rows have id `id` (0 or 1).
+async fn deliveries_with_id(db: &DatabaseConnection, id: &str) -> i64 {
+    count(
+        db,
+        &format!("SELECT count(*) FROM deliveries WHERE id = '{id}'"),
+    )
+    .await
+}
+
 /// A delivery row of `event` to `endpoint`, already final, so that no worker picks it up.
 fn insert_delivery(id: &str, tenant: &str, event: &str, endpoint: &str) -> String {
     format!(
@@ -282,11 +291,7 @@ async fn a_delete_and_an_insert_of_its_child_do_not_race() {
     txn.commit().await.expect("commit the insert");
     delete.await.expect("join").expect("delete the endpoint");
     assert_eq!(
-        count(
-            &observer,
-            "SELECT count(*) FROM deliveries WHERE id = 'dlv_race_1'"
-        )
-        .await,
+        deliveries_with_id(&observer, "dlv_race_1").await,
         0,
         "the delete took the delivery committed while it waited"
     );
@@ -305,14 +310,7 @@ async fn a_delete_and_an_insert_of_its_child_do_not_race() {
     assert!(!insert.is_finished(), "the insert waits for the delete");
     txn.commit().await.expect("commit the delete");
     assert_refused(insert.await.expect("join"), "deliveries.endpoint_id");
-    assert_eq!(
-        count(
-            &observer,
-            "SELECT count(*) FROM deliveries WHERE id = 'dlv_race_2'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(deliveries_with_id(&observer, "dlv_race_2").await, 0);
     for db in [inserter, deleter, observer] {
         db.close().await.ok();
     }
