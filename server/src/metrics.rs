@@ -50,6 +50,10 @@ pub const ATTEMPT_DURATION: &str = "herald_delivery_attempt_duration_seconds";
 pub const DELIVERY_LATENCY: &str = "herald_delivery_latency_seconds";
 /// Failed attempts by endpoint; label `endpoint` (an endpoint id, or `other`).
 pub const ENDPOINT_FAILURES: &str = "herald_endpoint_failures_total";
+/// Deliveries taken from the queue while their endpoint's line was full; label `to`:
+/// `parked` (kept beside the line until it has room) or `queue` (put back for later).
+/// A steady rate means endpoints that cannot keep up with what is published to them.
+pub const DELIVERIES_DEFERRED: &str = "herald_deliveries_deferred_total";
 /// Queue entries; label `state` (`ready`, `scheduled`, `leased`). Sampled.
 pub const QUEUE_DEPTH: &str = "herald_queue_depth";
 /// How long the longest-waiting due queue entry has waited (0 when none). Sampled.
@@ -127,6 +131,10 @@ fn describe() {
     describe_counter!(
         ENDPOINT_FAILURES,
         "Failed attempts by endpoint (the first 100 failing endpoints, then \"other\")"
+    );
+    describe_counter!(
+        DELIVERIES_DEFERRED,
+        "Deliveries taken from the queue while their endpoint's line was full, by where they went"
     );
     describe_gauge!(QUEUE_DEPTH, "Delivery queue entries by state");
     describe_gauge!(
@@ -239,6 +247,25 @@ pub fn delivery_ended(end: DeliveryEnd) {
     CELLS[i]
         .get(|| metrics::counter!(DELIVERIES, "outcome" => OUTCOMES[i]))
         .increment(1);
+}
+
+/// Where deliveries that found their endpoint's line full went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deferred {
+    /// Kept in memory beside the line, unclaimed, until the line has room.
+    Parked,
+    /// Put back in the queue until the endpoint has likely caught up.
+    Queue,
+}
+
+/// Counts `n` deliveries deferred because their endpoint's line was full.
+pub fn deliveries_deferred(to: Deferred, n: usize) {
+    static CELLS: [Lazy<Counter>; 2] = [Lazy::new(), Lazy::new()];
+    const TO: [&str; 2] = ["parked", "queue"];
+    let i = to as usize;
+    CELLS[i]
+        .get(|| metrics::counter!(DELIVERIES_DEFERRED, "to" => TO[i]))
+        .increment(n as u64);
 }
 
 /// The `outcome` label values of attempts: success, the status class of a failure, or

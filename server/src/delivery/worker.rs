@@ -24,7 +24,7 @@ use std::{
     collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -87,6 +87,12 @@ const FLOWING_BUSY_DELAY: Duration = Duration::from_millis(50);
 const FLOWING_WITHIN: Duration = Duration::from_millis(250);
 /// A claim must outlast the request timeout by this much for the request to start.
 const CLAIM_MARGIN: Duration = Duration::from_secs(1);
+/// The most deliveries one flowing endpoint keeps parked beside its full line, and all
+/// endpoints together: each is a queue entry, a few hundred bytes.
+const MAX_PARKED: usize = 4 * MAX_LINE;
+const MAX_PARKED_TOTAL: usize = 16 * MAX_LINE;
+/// How often parked deliveries are looked at when no request of their endpoint finishes.
+const PARK_SWEEP_EVERY: Duration = Duration::from_millis(100);
 
 pub struct WorkerConfig {
     pub concurrency: usize,
@@ -138,12 +144,28 @@ struct Slot {
     limit: usize,
     /// Successes since the limit last changed.
     streak: usize,
+    /// Deliveries popped while the line of this flowing endpoint was full, unclaimed and
+    /// unacked, with when they were popped: they feed the line as it drains, instead of
+    /// going back to the queue for a guessed drain time (see `Worker::feed`).
+    parked: VecDeque<(Lease, std::time::Instant)>,
+    /// A dispatch of parked deliveries is under way.
+    feeding: bool,
 }
 
 impl Slot {
     /// Requests this endpoint may have in flight now.
     fn limit(&self, cap: usize) -> usize {
         self.limit.max(cap)
+    }
+
+    /// Deliveries in flight, in line, or accepted by a claim under way.
+    fn load(&self) -> usize {
+        self.running + self.waiting.len() + self.reserved
+    }
+
+    /// Whether the slot holds anything: an idle one may be dropped.
+    fn busy(&self) -> bool {
+        self.running > 0 || self.reserved > 0 || !self.waiting.is_empty() || !self.parked.is_empty()
     }
 
     /// Adapts the limit to a finished request: `Some(true)` a success, `Some(false)` a
@@ -204,6 +226,17 @@ impl Slot {
             .clamp(floor, MAX_BUSY_DELAY.max(floor))
     }
 
+    /// Whether a delivery that finds the line full may wait beside it, parked, until
+    /// there is room: only while the endpoint's requests are finishing (a hanging one's
+    /// backlog goes back to the queue), and if it will be claimed within `park_limit`.
+    /// The line is fed a pop's batch at a time, so the last one parked is claimed once
+    /// the line has worked through what is parked ahead of it and one batch more.
+    fn may_park(&self, limit: usize, park_limit: Duration) -> bool {
+        self.flowing()
+            && self.parked.len() < MAX_PARKED
+            && self.drain_time(self.parked.len() + POP_BATCH, limit) < park_limit
+    }
+
     /// About how long this endpoint takes to work through `load` deliveries.
     fn drain_time(&self, load: usize, cap: usize) -> Duration {
         let stuck = match self.last_progress {
@@ -222,6 +255,8 @@ pub struct Worker {
     config: WorkerConfig,
     global: Arc<Semaphore>,
     slots: Mutex<HashMap<String, Slot>>,
+    /// Parked deliveries of all slots (changed with the slots locked).
+    parked_total: AtomicUsize,
     recorder: Recorder,
     /// Set at shutdown: publishes hand this worker nothing more (`admit`).
     stopped: AtomicBool,
@@ -246,6 +281,7 @@ impl Worker {
             sender,
             global: Arc::new(Semaphore::new(config.concurrency)),
             slots: Mutex::new(HashMap::new()),
+            parked_total: AtomicUsize::new(0),
             recorder: Recorder::spawn(store.clone(), queue.clone()),
             stopped: AtomicBool::new(false),
             store,
@@ -266,6 +302,7 @@ impl Worker {
             worker.stopped.store(true, Ordering::Relaxed);
         });
         let promoter = tokio::spawn(promote_loop(self.queue.clone(), shutdown.clone()));
+        let sweeper = tokio::spawn(self.clone().sweep_parked_loop(shutdown.clone()));
         let dispatchers = Arc::new(Semaphore::new(DISPATCHERS));
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
@@ -291,7 +328,7 @@ impl Worker {
                     let worker = self.clone();
                     let shutdown = shutdown.clone();
                     tokio::spawn(async move {
-                        if let Err(err) = worker.dispatch(leases).await {
+                        if let Err(err) = worker.dispatch(leases, false).await {
                             tracing::warn!(error = %err, "delivery batch failed; its entries will be retried");
                             // Holding the dispatcher slows the loop down while the
                             // database or queue is failing.
@@ -307,6 +344,8 @@ impl Worker {
             }
         }
         promoter.abort();
+        sweeper.abort();
+        self.unpark_all().await;
     }
 
     /// Waits for the claim under way (at most `CLAIM_LINGER`), then adds to `leases`
@@ -328,9 +367,11 @@ impl Worker {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn dispatch(self: &Arc<Self>, leases: Vec<Lease>) -> Result<()> {
+    /// Claims and places popped leases (`parked`: leases of one endpoint that were parked,
+    /// see `feed`).
+    async fn dispatch(self: &Arc<Self>, leases: Vec<Lease>, parked: bool) -> Result<()> {
         let mut planned: HashMap<String, usize> = HashMap::new();
-        let result = self.dispatch_planned(leases, &mut planned).await;
+        let result = self.dispatch_planned(leases, parked, &mut planned).await;
         // Whatever this dispatch reserved is placed or dropped by now.
         self.unreserve(planned);
         result
@@ -363,7 +404,11 @@ impl Worker {
             Some(slot) => slot,
             None => slots.entry(endpoint_id.to_string()).or_default(),
         };
-        let load = slot.running + slot.waiting.len() + slot.reserved;
+        if !slot.parked.is_empty() {
+            // Deliveries wait beside the line: this one queues behind them.
+            return None;
+        }
+        let load = slot.load();
         let limit = slot.limit(cap);
         let placement = if load < limit {
             Placement::Now
@@ -414,6 +459,7 @@ impl Worker {
     async fn dispatch_planned(
         self: &Arc<Self>,
         leases: Vec<Lease>,
+        fed: bool,
         planned: &mut HashMap<String, usize>,
     ) -> Result<()> {
         let now = now_micros();
@@ -427,11 +473,13 @@ impl Worker {
         let (mut start_now, mut in_line) = (Vec::new(), Vec::new());
         let mut endpoint_ids = Vec::new();
         let mut busy = Vec::new();
+        let mut parked_at: Vec<String> = Vec::new();
+        let mut parked = 0;
         let mut done = Vec::new();
         {
             let mut slots = self.lock_slots();
             if slots.len() > MAX_IDLE_SLOTS {
-                slots.retain(|_, s| s.running > 0 || s.reserved > 0 || !s.waiting.is_empty());
+                slots.retain(|_, s| s.busy());
             }
             for lease in leases {
                 if accepted.contains_key(&lease.item.delivery_id) {
@@ -440,9 +488,21 @@ impl Worker {
                 }
                 let endpoint = &lease.item.endpoint_id;
                 let slot = slots.entry(endpoint.clone()).or_default();
-                let load = slot.running + slot.waiting.len() + slot.reserved;
+                let load = slot.load();
                 let limit = slot.limit(cap);
-                if load >= slot.room(limit, self.line_budget()) {
+                let full = load >= slot.room(limit, self.line_budget());
+                // Behind what is parked already, so that the line's room goes to those.
+                let behind = !fed && !slot.parked.is_empty();
+                if (full || behind) && self.may_park(slot, limit) {
+                    if parked_at.last() != Some(endpoint) {
+                        parked_at.push(endpoint.clone());
+                    }
+                    slot.parked.push_back((lease, std::time::Instant::now()));
+                    self.parked_total.fetch_add(1, Ordering::Relaxed);
+                    parked += 1;
+                    continue;
+                }
+                if full {
                     let wait = slot.busy_delay(load, limit, self.config.busy_endpoint_delay);
                     busy.push((lease, wait));
                     continue;
@@ -457,16 +517,16 @@ impl Worker {
                 }
                 accepted.insert(lease.item.delivery_id.clone(), lease);
             }
+            // A line with room already takes what was parked behind others at once.
+            for endpoint in parked_at {
+                if let Some(slot) = slots.get_mut(&endpoint) {
+                    self.feed(&endpoint, slot);
+                }
+            }
         }
-        if !busy.is_empty() {
-            let later: Vec<_> = busy
-                .iter()
-                .map(|(l, wait)| (l.item.clone(), now + micros(*wait)))
-                .collect();
-            self.queue.schedule(&later).await?;
-            let busy: Vec<Lease> = busy.into_iter().map(|(l, _)| l).collect();
-            self.queue.ack(&busy).await?;
-        }
+        crate::metrics::deliveries_deferred(crate::metrics::Deferred::Parked, parked);
+        crate::metrics::deliveries_deferred(crate::metrics::Deferred::Queue, busy.len());
+        self.requeue_later(busy).await?;
         let due_by = now + DUE_SLACK_MICROS;
         // A line is sized to be worked through in half a lease; a delivery whose claim
         // nonetheless runs short is dropped before sending (see `drive`).
@@ -578,6 +638,127 @@ impl Worker {
         self.config.lease / 2
     }
 
+    /// How long a delivery may stay parked: well inside the queue's lease, after which
+    /// the queue would hand its entry out again.
+    fn park_limit(&self) -> Duration {
+        self.config.lease / 4
+    }
+
+    /// Whether a delivery popped while `slot`'s line is full may be parked beside it
+    /// (see `Slot::may_park`), within the bound of all slots together.
+    fn may_park(&self, slot: &Slot, limit: usize) -> bool {
+        !self.stopped.load(Ordering::Relaxed)
+            && self.parked_total.load(Ordering::Relaxed) < MAX_PARKED_TOTAL
+            && slot.may_park(limit, self.park_limit())
+    }
+
+    /// Dispatches the endpoint's parked deliveries once its line has room for a claim's
+    /// worth of them (all of them, or a pop's batch): one claim statement per batch, as
+    /// for a pop. Called with the slots locked; one such dispatch per endpoint at a time.
+    fn feed(self: &Arc<Self>, endpoint_id: &str, slot: &mut Slot) {
+        if slot.parked.is_empty() || slot.feeding || self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let limit = slot.limit(self.config.endpoint_concurrency);
+        let room = slot
+            .room(limit, self.line_budget())
+            .saturating_sub(slot.load());
+        let batch = slot.parked.len().min(POP_BATCH);
+        if room < batch {
+            return;
+        }
+        let leases: Vec<Lease> = slot.parked.drain(..batch).map(|(l, _)| l).collect();
+        self.parked_total.fetch_sub(batch, Ordering::Relaxed);
+        slot.feeding = true;
+        let worker = self.clone();
+        let endpoint_id = endpoint_id.to_string();
+        tokio::spawn(async move {
+            if let Err(err) = worker.dispatch(leases, true).await {
+                // Unacked: the queue hands them out again when their lease expires.
+                tracing::warn!(error = %err, "dispatch of parked deliveries failed; their entries will be retried");
+            }
+            let mut slots = worker.lock_slots();
+            if let Some(slot) = slots.get_mut(&endpoint_id) {
+                slot.feeding = false;
+                worker.feed(&endpoint_id, slot);
+            }
+        });
+    }
+
+    /// Feeds lines that drained without a request finishing (a claim failed, say), and
+    /// puts back in the queue the parked deliveries that waited `park_limit`: their
+    /// endpoint slowed down since they were parked.
+    async fn sweep_parked_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(PARK_SWEEP_EVERY) => {}
+            }
+            if self.parked_total.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let cap = self.config.endpoint_concurrency;
+            let mut stale = Vec::new();
+            {
+                let mut slots = self.lock_slots();
+                for (endpoint_id, slot) in slots.iter_mut() {
+                    let mut n = 0;
+                    while slot
+                        .parked
+                        .get(n)
+                        .is_some_and(|(_, at)| at.elapsed() >= self.park_limit())
+                    {
+                        n += 1;
+                    }
+                    if n > 0 {
+                        let limit = slot.limit(cap);
+                        let load = slot.load() + slot.parked.len();
+                        let wait = slot.busy_delay(load, limit, self.config.busy_endpoint_delay);
+                        stale.extend(slot.parked.drain(..n).map(|(l, _)| (l, wait)));
+                        self.parked_total.fetch_sub(n, Ordering::Relaxed);
+                    }
+                    self.feed(endpoint_id, slot);
+                }
+            }
+            if let Err(err) = self.requeue_later(stale).await {
+                tracing::warn!(error = %err, "parked deliveries not put back; their entries will be retried");
+            }
+        }
+    }
+
+    /// Puts every parked delivery back in the queue, ready at once, at shutdown: another
+    /// process (or the next start) takes them without waiting for their leases to expire.
+    async fn unpark_all(&self) {
+        let parked: Vec<(Lease, Duration)> = {
+            let mut slots = self.lock_slots();
+            let parked = slots
+                .values_mut()
+                .flat_map(|slot| slot.parked.drain(..))
+                .map(|(lease, _)| (lease, Duration::ZERO))
+                .collect();
+            self.parked_total.store(0, Ordering::Relaxed);
+            parked
+        };
+        if let Err(err) = self.requeue_later(parked).await {
+            tracing::warn!(error = %err, "parked deliveries not put back at shutdown; their entries will be retried");
+        }
+    }
+
+    /// Moves leased entries back to the queue's schedule, each due after its wait.
+    async fn requeue_later(&self, leases: Vec<(Lease, Duration)>) -> Result<()> {
+        if leases.is_empty() {
+            return Ok(());
+        }
+        let now = now_micros();
+        let later: Vec<_> = leases
+            .iter()
+            .map(|(l, wait)| (l.item.clone(), now + micros(*wait)))
+            .collect();
+        self.queue.schedule(&later).await?;
+        let leases: Vec<Lease> = leases.into_iter().map(|(l, _)| l).collect();
+        self.queue.ack(&leases).await
+    }
+
     /// Whether the job's database claim lasts until its request can have ended.
     fn claim_outlasts_attempt(&self, job: &Job) -> bool {
         let needed = now_micros() + micros(self.config.request_timeout + CLAIM_MARGIN);
@@ -615,6 +796,7 @@ impl Worker {
                 None => took,
             });
         }
+        self.feed(endpoint_id, slot);
         // Over the limit (it just shrank): this task gives its place up.
         if slot.running <= slot.limit(cap)
             && let Some(job) = slot.waiting.pop_front()
@@ -831,5 +1013,30 @@ mod tests {
         let unknown = slot(None, None, 0);
         assert!(!unknown.flowing());
         assert_eq!(unknown.busy_delay(4_200, 16, SLOW_FLOOR), SLOW_FLOOR);
+    }
+
+    #[test]
+    fn only_a_flowing_endpoint_that_will_claim_them_in_time_gets_deliveries_parked() {
+        let limit = Duration::from_secs(10);
+        // 1 ms per request, 16 at once: 16,000 a second.
+        let mut fast = slot(Some(0.001), Some(Duration::ZERO), 16);
+        assert!(fast.may_park(16, limit));
+        // Parked as far as it is bounded.
+        let lease = Lease {
+            item: QueueItem {
+                delivery_id: "dlv_1".into(),
+                endpoint_id: "ep_1".into(),
+            },
+            token: "1-0".into(),
+        };
+        fast.parked = std::iter::repeat_n((lease, Instant::now()), MAX_PARKED).collect();
+        assert!(!fast.may_park(16, limit));
+        // One at a time and 50 ms each: the last parked would wait 12.8 s or more.
+        let slow = slot(Some(0.05), Some(Duration::ZERO), 1);
+        assert!(!slow.may_park(1, limit));
+        // Hanging or of unknown speed: back to the queue.
+        let hanging = slot(Some(0.001), Some(Duration::from_secs(2)), 16);
+        assert!(!hanging.may_park(16, limit));
+        assert!(!slot(None, None, 0).may_park(16, limit));
     }
 }

@@ -46,7 +46,7 @@ async fn metrics_app(backend: Backend) -> TestApp {
 }
 
 /// `GET /metrics` as Prometheus does: the status, content type and body.
-async fn scrape(app: &TestApp) -> String {
+pub(crate) async fn scrape(app: &TestApp) -> String {
     let addr = app.metrics_addr.expect("metrics_addr is set");
     let response = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -83,7 +83,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         })
 }
 
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     sample(text, name, labels).unwrap_or(0.0)
 }
 

@@ -14,8 +14,8 @@ use std::{
 use herald::config::Config;
 use herald::proto::{
     Attempt, CreateEndpointRequest, Delivery, DeliveryStatus, Endpoint, GetDeliveryRequest,
-    GetEndpointRequest, ListAttemptsRequest, ListDeliveriesRequest, PublishResponse,
-    UpdateEndpointRequest, delivery_service_client::DeliveryServiceClient,
+    GetEndpointRequest, ListAttemptsRequest, ListDeliveriesRequest, PublishBatchRequest,
+    PublishResponse, UpdateEndpointRequest, delivery_service_client::DeliveryServiceClient,
     endpoint_service_client::EndpointServiceClient, event_service_client::EventServiceClient,
 };
 use tokio::{io::AsyncReadExt, net::TcpListener};
@@ -27,6 +27,7 @@ use crate::{
         Backend, TenantKeys, TestApp, authed, eventually, publish_request, redis_url,
         spawn_app_with,
     },
+    observability::{scrape, value},
     receiver::{Received, Receiver, Reply},
 };
 
@@ -1333,5 +1334,93 @@ async fn endpoint_limit_grows_with_successes_and_falls_back_on_failures() {
     assert!(
         after <= START,
         "{after} requests in flight while the endpoint failed (start {START})"
+    );
+}
+
+/// A burst that overflows a fast endpoint's line of claimed deliveries: what the worker
+/// takes from the queue meanwhile waits beside the line, in memory, instead of going back
+/// to the queue for a guessed while, and feeds the line as it drains. Every delivery
+/// arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_a_fast_endpoints_line_waits_beside_it() {
+    const EVENTS: usize = 4_000;
+    const BATCH: usize = 100;
+    const PUBLISHERS: usize = 4;
+    // A line holds what the endpoint works through in half a lease (3 s here): about
+    // 2,400 deliveries at 2 requests of 2.5 ms in flight, less than the burst.
+    let receiver = SlowReceiver::start(Duration::from_millis(2)).await;
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        c.metrics_addr = Some(([127, 0, 0, 1], 0).into());
+        c.endpoint_concurrency = 2;
+        c.endpoint_concurrency_max = 2;
+        c.webhook_timeout_secs = 1;
+        c.delivery_lease_secs = Some(6);
+    })
+    .await;
+    let api = Api::new(&app, app.tenant("acme").await).await;
+    let endpoint = api.create_endpoint(&receiver.url()).await;
+    // The endpoint's speed is known before the burst (an unknown one's backlog goes back
+    // to the queue).
+    api.publish("warm-up").await;
+    let requests = receiver.requests.clone();
+    eventually("the warm-up delivery", Duration::from_secs(20), || {
+        let n = requests.load(Ordering::SeqCst);
+        async move {
+            if n >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} requests"))
+            }
+        }
+    })
+    .await;
+
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let (mut events, key) = (api.events.clone(), api.keys.publisher.clone());
+            tokio::spawn(async move {
+                for b in (p..EVENTS / BATCH).step_by(PUBLISHERS) {
+                    let batch = (b * BATCH..(b + 1) * BATCH)
+                        .map(|i| publish_request(EVENT, &format!("burst-{i}")))
+                        .collect();
+                    events
+                        .publish_batch(authed(&key, PublishBatchRequest { events: batch }))
+                        .await
+                        .expect("publish a batch");
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    eventually(
+        "every delivery DELIVERED",
+        Duration::from_secs(120),
+        || async {
+            let n = api
+                .deliveries(&endpoint, DeliveryStatus::Delivered)
+                .await
+                .len();
+            if n == EVENTS + 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} of {}", EVENTS + 1))
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        EVENTS + 1,
+        "one request per delivery"
+    );
+    let metrics = scrape(&app).await;
+    let deferred = "herald_deliveries_deferred_total";
+    let parked = value(&metrics, deferred, &[("to", "parked")]);
+    assert!(
+        parked > 0.0,
+        "deliveries taken while the line was full were parked beside it: {parked} parked, {} put back in the queue",
+        value(&metrics, deferred, &[("to", "queue")])
     );
 }
