@@ -13,10 +13,14 @@
 //! the next one of its endpoint's line, so a busy endpoint runs at its limit without going
 //! back to the queue. The line is as long as the endpoint can work through in half a
 //! lease at its observed speed (a fast receiver gets thousands, a hanging one twice its
-//! cap); whatever does not fit is put back in the queue until the endpoint has likely
-//! worked through what it holds (a second at least, a minute at most), so a slow or dead
-//! endpoint's backlog neither blocks the loop nor fills memory, and other endpoints
-//! are never held up. Recording an attempt happens off the endpoint's slot: finished
+//! cap). What does not fit in the line of an endpoint whose requests are finishing is
+//! *parked* beside it: its queue entry is held, unclaimed and unacked, and fed to the line
+//! a claim's batch at a time as the line drains (no second trip through the queue, no
+//! guess of when the line has room). The rest (a hanging endpoint's backlog, or more than
+//! can be claimed within a quarter lease) is put back in the queue until the endpoint has
+//! likely worked through what it holds (a minute at most), so a slow or dead endpoint's
+//! backlog neither blocks the loop nor fills memory, and other endpoints are never held
+//! up. Recording an attempt happens off the endpoint's slot: finished
 //! attempts go to the `recorder`, which writes them in batches while the next requests
 //! are already under way.
 
