@@ -349,6 +349,9 @@ impl Worker {
         }
         promoter.abort();
         sweeper.abort();
+        // Nothing is parked from now on (a dispatch still under way would otherwise park
+        // after the unparking below).
+        self.stopped.store(true, Ordering::Relaxed);
         self.unpark_all().await;
     }
 
@@ -677,14 +680,19 @@ impl Worker {
         let worker = self.clone();
         let endpoint_id = endpoint_id.to_string();
         tokio::spawn(async move {
-            if let Err(err) = worker.dispatch(leases, true).await {
+            let fed = worker.dispatch(leases, true).await;
+            if let Err(err) = &fed {
                 // Unacked: the queue hands them out again when their lease expires.
                 tracing::warn!(error = %err, "dispatch of parked deliveries failed; their entries will be retried");
             }
             let mut slots = worker.lock_slots();
             if let Some(slot) = slots.get_mut(&endpoint_id) {
                 slot.feeding = false;
-                worker.feed(&endpoint_id, slot);
+                // After a failure the sweep feeds the rest, a moment later: no tight
+                // loop of failing claims while the database is down.
+                if fed.is_ok() {
+                    worker.feed(&endpoint_id, slot);
+                }
             }
         });
     }
