@@ -76,8 +76,12 @@ const AFTER_CLAIM_MICROS: i64 = 1_000;
 const DUE_SLACK_MICROS: i64 = 1_000_000;
 /// The shortest line (times the cap), for endpoints of unknown or slow speed.
 const MIN_LINE_PER_CAP: usize = 2;
-/// The longest line of one endpoint.
-const MAX_LINE: usize = 4096;
+/// The longest line of one endpoint: a burst to a fast endpoint is mostly handed over
+/// by the publish (stored claimed) instead of queued and claimed by a statement of its own.
+const MAX_LINE: usize = 16_384;
+/// The most deliveries waiting in all lines together (each holds its delivery row):
+/// beyond it, a line does not grow and what does not fit waits as if it were full.
+const MAX_LINED_TOTAL: usize = 4 * MAX_LINE;
 /// Slots kept (idle ones remember their endpoint's speed) before idle ones are dropped.
 const MAX_IDLE_SLOTS: usize = 10_000;
 /// The longest a delivery is put back for when its endpoint's line is full.
@@ -93,8 +97,8 @@ const FLOWING_WITHIN: Duration = Duration::from_millis(250);
 const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 /// The most deliveries one flowing endpoint keeps parked beside its full line, and all
 /// endpoints together: each is a queue entry, a few hundred bytes.
-const MAX_PARKED: usize = 4 * MAX_LINE;
-const MAX_PARKED_TOTAL: usize = 16 * MAX_LINE;
+const MAX_PARKED: usize = 16_384;
+const MAX_PARKED_TOTAL: usize = 4 * MAX_PARKED;
 /// How often parked deliveries are looked at when no request of their endpoint finishes.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(100);
 
@@ -261,6 +265,8 @@ pub struct Worker {
     slots: Mutex<HashMap<String, Slot>>,
     /// Parked deliveries of all slots (changed with the slots locked).
     parked_total: AtomicUsize,
+    /// Deliveries waiting in all lines (changed with the slots locked).
+    lined_total: AtomicUsize,
     recorder: Recorder,
     /// Set at shutdown: publishes hand this worker nothing more (`admit`).
     stopped: AtomicBool,
@@ -286,6 +292,7 @@ impl Worker {
             global: Arc::new(Semaphore::new(config.concurrency)),
             slots: Mutex::new(HashMap::new()),
             parked_total: AtomicUsize::new(0),
+            lined_total: AtomicUsize::new(0),
             recorder: Recorder::spawn(store.clone(), queue.clone()),
             stopped: AtomicBool::new(false),
             store,
@@ -419,7 +426,7 @@ impl Worker {
         let limit = slot.limit(cap);
         let placement = if load < limit {
             Placement::Now
-        } else if load < slot.room(limit, budget) {
+        } else if load < slot.room(limit, budget) && !self.lines_full() {
             Placement::InLine
         } else {
             return None;
@@ -455,6 +462,7 @@ impl Worker {
                     start.push(job);
                 } else {
                     slot.waiting.push_back(job);
+                    self.lined_total.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -497,7 +505,8 @@ impl Worker {
                 let slot = slots.entry(endpoint.clone()).or_default();
                 let load = slot.load();
                 let limit = slot.limit(cap);
-                let full = load >= slot.room(limit, self.line_budget());
+                let full = load >= slot.room(limit, self.line_budget())
+                    || load >= limit && self.lines_full();
                 // Behind what is parked already, so that the line's room goes to those.
                 let behind = !fed && !slot.parked.is_empty();
                 if (full || behind) && self.may_park(slot, limit) {
@@ -640,6 +649,11 @@ impl Worker {
         }
     }
 
+    /// Whether the lines together hold as many deliveries as they may.
+    fn lines_full(&self) -> bool {
+        self.lined_total.load(Ordering::Relaxed) >= MAX_LINED_TOTAL
+    }
+
     /// Half a lease: what a line may take to work through.
     fn line_budget(&self) -> Duration {
         self.config.lease / 2
@@ -671,7 +685,7 @@ impl Worker {
             .room(limit, self.line_budget())
             .saturating_sub(slot.load());
         let batch = slot.parked.len().min(POP_BATCH);
-        if room < batch {
+        if room < batch || self.lines_full() {
             return;
         }
         let leases: Vec<Lease> = slot.parked.drain(..batch).map(|(l, _)| l).collect();
@@ -797,6 +811,7 @@ impl Worker {
             let Some(job) = slot.waiting.pop_front() else {
                 break;
             };
+            self.lined_total.fetch_sub(1, Ordering::Relaxed);
             slot.running += 1;
             tokio::spawn(self.clone().drive(job));
         }
@@ -813,6 +828,7 @@ impl Worker {
         if slot.running <= slot.limit(cap)
             && let Some(job) = slot.waiting.pop_front()
         {
+            self.lined_total.fetch_sub(1, Ordering::Relaxed);
             return Some(job);
         }
         // The slot stays when idle: it remembers the endpoint's speed for its next burst.
