@@ -6,6 +6,8 @@
 //! - `handoff`: fresh deliveries a publish stores already claimed for this process's
 //!   worker, handed over in memory (no queue, no claim).
 //! - `recorder`: writes finished attempts in batches, schedules retries, acks.
+//! - `slot`: one endpoint's requests in flight, line and parked deliveries (the worker's
+//!   bookkeeping).
 //! - `retry`: the backoff schedule.
 //! - `reconciler`: re-enqueues due deliveries the queue lost (the database is the truth).
 //! - `retention`: prunes old events, deliveries and attempts.
@@ -18,6 +20,7 @@ pub mod recorder;
 pub mod request;
 pub mod retention;
 pub mod retry;
+pub mod slot;
 pub mod worker;
 
 /// Delivery statuses, as Keygen names them.

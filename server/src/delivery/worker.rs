@@ -25,7 +25,7 @@
 //! are already under way.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -42,6 +42,7 @@ use super::{
     recorder::{Finished, Recorder},
     request::{self, RequestParts},
     retry::RetryPolicy,
+    slot::{MAX_LINE, MAX_PARKED, Slot},
 };
 use crate::{
     egress::client::Sender,
@@ -56,7 +57,7 @@ use crate::{
 };
 
 /// Deliveries popped per queue read.
-const POP_BATCH: usize = 256;
+pub(super) const POP_BATCH: usize = 256;
 /// Batches being claimed at once.
 const DISPATCHERS: usize = 2;
 /// How long a pop waits for work before looking at shutdown again.
@@ -74,30 +75,15 @@ const CLAIM_LINGER: Duration = Duration::from_millis(2);
 const AFTER_CLAIM_MICROS: i64 = 1_000;
 /// Slack when claiming: an entry promoted a moment early is still due.
 const DUE_SLACK_MICROS: i64 = 1_000_000;
-/// The shortest line (times the cap), for endpoints of unknown or slow speed.
-const MIN_LINE_PER_CAP: usize = 2;
-/// The longest line of one endpoint: a burst to a fast endpoint is mostly handed over
-/// by the publish (stored claimed) instead of queued and claimed by a statement of its own.
-const MAX_LINE: usize = 16_384;
 /// The most deliveries waiting in all lines together (each holds its delivery row):
 /// beyond it, a line does not grow and what does not fit waits as if it were full.
 const MAX_LINED_TOTAL: usize = 4 * MAX_LINE;
 /// Slots kept (idle ones remember their endpoint's speed) before idle ones are dropped.
 const MAX_IDLE_SLOTS: usize = 10_000;
-/// The longest a delivery is put back for when its endpoint's line is full.
-const MAX_BUSY_DELAY: Duration = Duration::from_secs(60);
-/// The shortest a delivery is put back for when the line of an endpoint whose requests are
-/// finishing is full: about when the line has room again (its drain time), not the
-/// configured delay meant for endpoints that hang. The queue promotes scheduled entries
-/// every `PROMOTE_EVERY`, so anything shorter rounds up to that.
-const FLOWING_BUSY_DELAY: Duration = Duration::from_millis(50);
-/// An endpoint is flowing while one of its requests finished this recently.
-const FLOWING_WITHIN: Duration = Duration::from_millis(250);
 /// A claim must outlast the request timeout by this much for the request to start.
 const CLAIM_MARGIN: Duration = Duration::from_secs(1);
-/// The most deliveries one flowing endpoint keeps parked beside its full line, and all
-/// endpoints together: each is a queue entry, a few hundred bytes.
-const MAX_PARKED: usize = 16_384;
+/// The most deliveries parked beside the lines of all endpoints together: each is a queue
+/// entry, a few hundred bytes.
 const MAX_PARKED_TOTAL: usize = 4 * MAX_PARKED;
 /// How often parked deliveries are looked at when no request of their endpoint finishes.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(100);
@@ -134,126 +120,6 @@ pub(super) struct Job {
     /// Its queue entry; `None` for a delivery a publish handed over (see `handoff`).
     pub lease: Option<Lease>,
     pub context: Arc<AttemptContext>,
-}
-
-/// One endpoint's requests in flight, its line, and how long its requests take.
-#[derive(Default)]
-struct Slot {
-    running: usize,
-    waiting: VecDeque<Job>,
-    /// Deliveries accepted by a dispatch that is still claiming them.
-    reserved: usize,
-    /// Moving average of request durations, in seconds; `None` until one finished.
-    latency: Option<f64>,
-    /// When a request last finished, or the slot last started from idle: how long its
-    /// requests have been stuck when none finishes (a hanging endpoint's first wave).
-    last_progress: Option<std::time::Instant>,
-    /// Requests in flight allowed now (0: not adapted yet, the starting limit).
-    limit: usize,
-    /// Successes since the limit last changed.
-    streak: usize,
-    /// Deliveries popped while the line of this flowing endpoint was full, unclaimed and
-    /// unacked, with when they were popped: they feed the line as it drains, instead of
-    /// going back to the queue for a guessed drain time (see `Worker::feed`).
-    parked: VecDeque<(Lease, std::time::Instant)>,
-    /// A dispatch of parked deliveries is under way.
-    feeding: bool,
-}
-
-impl Slot {
-    /// Requests this endpoint may have in flight now.
-    fn limit(&self, cap: usize) -> usize {
-        self.limit.max(cap)
-    }
-
-    /// Deliveries in flight, in line, or accepted by a claim under way.
-    fn load(&self) -> usize {
-        self.running + self.waiting.len() + self.reserved
-    }
-
-    /// Whether the slot holds anything: an idle one may be dropped.
-    fn busy(&self) -> bool {
-        self.running > 0 || self.reserved > 0 || !self.waiting.is_empty() || !self.parked.is_empty()
-    }
-
-    /// Adapts the limit to a finished request: `Some(true)` a success, `Some(false)` a
-    /// failure, `None` no request. It only grows while deliveries wait for a place (a
-    /// limit that is not reached says nothing about the receiver).
-    fn adapt(&mut self, healthy: Option<bool>, cap: usize, max: usize) {
-        let limit = self.limit(cap);
-        match healthy {
-            Some(true) if !self.waiting.is_empty() && limit < max => {
-                self.streak += 1;
-                if self.streak * 2 >= limit {
-                    self.limit = limit + 1;
-                    self.streak = 0;
-                }
-            }
-            Some(false) => {
-                self.limit = (limit / 2).max(cap);
-                self.streak = 0;
-            }
-            _ => {}
-        }
-    }
-
-    /// How many deliveries this endpoint may have in flight and in line.
-    fn room(&self, cap: usize, budget: Duration) -> usize {
-        let line = match self.latency {
-            Some(latency) if latency > 0.0 => {
-                ((budget.as_secs_f64() / latency) * cap as f64) as usize
-            }
-            Some(_) => MAX_LINE,
-            None => 0,
-        };
-        cap + line.clamp(cap * MIN_LINE_PER_CAP, MAX_LINE)
-    }
-
-    /// Whether this endpoint's requests are finishing: its speed is known and one
-    /// finished lately (a hanging endpoint's have not).
-    fn flowing(&self) -> bool {
-        self.latency.is_some()
-            && self
-                .last_progress
-                .is_some_and(|at| at.elapsed() < FLOWING_WITHIN)
-    }
-
-    /// How long a delivery that finds this endpoint's line full is put back for: until
-    /// the slot has likely worked through what it holds. A hanging endpoint's backlog
-    /// comes round every few timeouts and never sooner than `slow_floor` (churning it
-    /// through the queue cost the healthy endpoints throughput); a fast endpoint's as
-    /// soon as its line has room (a fixed `slow_floor` left the worker idle at the end of
-    /// a burst, the line long drained and the rest of the burst not yet due).
-    fn busy_delay(&self, load: usize, cap: usize, slow_floor: Duration) -> Duration {
-        let floor = if self.flowing() {
-            FLOWING_BUSY_DELAY
-        } else {
-            slow_floor
-        };
-        self.drain_time(load, cap)
-            .clamp(floor, MAX_BUSY_DELAY.max(floor))
-    }
-
-    /// Whether a delivery that finds the line full may wait beside it, parked, until
-    /// there is room: only while the endpoint's requests are finishing (a hanging one's
-    /// backlog goes back to the queue), and if it will be claimed within `park_limit`.
-    /// The line is fed a pop's batch at a time, so the last one parked is claimed once
-    /// the line has worked through what is parked ahead of it and one batch more.
-    fn may_park(&self, limit: usize, park_limit: Duration) -> bool {
-        self.flowing()
-            && self.parked.len() < MAX_PARKED
-            && self.drain_time(self.parked.len() + POP_BATCH, limit) < park_limit
-    }
-
-    /// About how long this endpoint takes to work through `load` deliveries.
-    fn drain_time(&self, load: usize, cap: usize) -> Duration {
-        let stuck = match self.last_progress {
-            Some(at) if self.running > 0 => at.elapsed().as_secs_f64(),
-            _ => 0.0,
-        };
-        let per_request = self.latency.unwrap_or(0.0).max(stuck);
-        Duration::from_secs_f64((per_request * load as f64 / cap.max(1) as f64).min(3600.0))
-    }
 }
 
 pub struct Worker {
@@ -997,74 +863,5 @@ impl Backoff {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(delay) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use super::*;
-
-    const SLOW_FLOOR: Duration = Duration::from_secs(1);
-
-    /// A slot whose requests take `latency` seconds, the last one finished `ago`.
-    fn slot(latency: Option<f64>, ago: Option<Duration>, running: usize) -> Slot {
-        Slot {
-            running,
-            latency,
-            last_progress: ago.map(|ago| Instant::now().checked_sub(ago).unwrap()),
-            ..Slot::default()
-        }
-    }
-
-    #[test]
-    fn a_flowing_endpoint_is_retried_when_its_line_has_room() {
-        let fast = slot(Some(0.001), Some(Duration::ZERO), 16);
-        assert!(fast.flowing());
-        // 4,200 deliveries at 16 in flight and 1 ms each: 262.5 ms.
-        assert_eq!(
-            fast.busy_delay(4_200, 16, SLOW_FLOOR),
-            Duration::from_micros(262_500)
-        );
-        // A line that drains at once still waits for the queue's next promotion or so.
-        assert_eq!(fast.busy_delay(10, 16, SLOW_FLOOR), FLOWING_BUSY_DELAY);
-    }
-
-    #[test]
-    fn a_hanging_or_unknown_endpoint_waits_at_least_the_configured_delay() {
-        // Requests in flight and none finished for 2 s: it counts as 2 s per request.
-        let hanging = slot(Some(0.001), Some(Duration::from_secs(2)), 16);
-        assert!(!hanging.flowing());
-        assert_eq!(hanging.busy_delay(4_200, 16, SLOW_FLOOR), MAX_BUSY_DELAY);
-        assert_eq!(hanging.busy_delay(1, 16, SLOW_FLOOR), SLOW_FLOOR);
-        let unknown = slot(None, None, 0);
-        assert!(!unknown.flowing());
-        assert_eq!(unknown.busy_delay(4_200, 16, SLOW_FLOOR), SLOW_FLOOR);
-    }
-
-    #[test]
-    fn only_a_flowing_endpoint_that_will_claim_them_in_time_gets_deliveries_parked() {
-        let limit = Duration::from_secs(10);
-        // 1 ms per request, 16 at once: 16,000 a second.
-        let mut fast = slot(Some(0.001), Some(Duration::ZERO), 16);
-        assert!(fast.may_park(16, limit));
-        // Parked as far as it is bounded.
-        let lease = Lease {
-            item: QueueItem {
-                delivery_id: "dlv_1".into(),
-                endpoint_id: "ep_1".into(),
-            },
-            token: "1-0".into(),
-        };
-        fast.parked = std::iter::repeat_n((lease, Instant::now()), MAX_PARKED).collect();
-        assert!(!fast.may_park(16, limit));
-        // One at a time and 50 ms each: the last parked would wait 12.8 s or more.
-        let slow = slot(Some(0.05), Some(Duration::ZERO), 1);
-        assert!(!slow.may_park(1, limit));
-        // Hanging or of unknown speed: back to the queue.
-        let hanging = slot(Some(0.001), Some(Duration::from_secs(2)), 16);
-        assert!(!hanging.may_park(16, limit));
-        assert!(!slot(None, None, 0).may_park(16, limit));
     }
 }
