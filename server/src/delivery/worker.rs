@@ -247,11 +247,11 @@ impl Worker {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Claims and places popped leases (`parked`: leases of one endpoint that were parked,
+    /// Claims and places popped leases (`fed`: leases of one endpoint that were parked,
     /// see `feed`).
-    async fn dispatch(self: &Arc<Self>, leases: Vec<Lease>, parked: bool) -> Result<()> {
+    async fn dispatch(self: &Arc<Self>, leases: Vec<Lease>, fed: bool) -> Result<()> {
         let mut planned: HashMap<String, usize> = HashMap::new();
-        let result = self.dispatch_planned(leases, parked, &mut planned).await;
+        let result = self.dispatch_planned(leases, fed, &mut planned).await;
         // Whatever this dispatch reserved is placed or dropped by now.
         self.unreserve(planned);
         result
@@ -515,6 +515,13 @@ impl Worker {
         }
     }
 
+    /// Takes the first job of `slot`'s line.
+    fn next_waiting(&self, slot: &mut Slot) -> Option<Job> {
+        let job = slot.waiting.pop_front()?;
+        self.lined_total.fetch_sub(1, Ordering::Relaxed);
+        Some(job)
+    }
+
     /// Whether the lines together hold as many deliveries as they may.
     fn lines_full(&self) -> bool {
         self.lined_total.load(Ordering::Relaxed) >= MAX_LINED_TOTAL
@@ -594,14 +601,11 @@ impl Worker {
             {
                 let mut slots = self.lock_slots();
                 for (endpoint_id, slot) in slots.iter_mut() {
-                    let mut n = 0;
-                    while slot
+                    let n = slot
                         .parked
-                        .get(n)
-                        .is_some_and(|(_, at)| at.elapsed() >= self.park_limit())
-                    {
-                        n += 1;
-                    }
+                        .iter()
+                        .take_while(|(_, at)| at.elapsed() >= self.park_limit())
+                        .count();
                     if n > 0 {
                         let limit = slot.limit(cap);
                         let load = slot.load() + slot.parked.len();
@@ -674,10 +678,9 @@ impl Worker {
         slot.adapt(healthy, cap, self.config.endpoint_concurrency_max);
         // This task keeps its place; the rest of the room goes to new tasks.
         while slot.running < slot.limit(cap) && slot.waiting.len() > 1 {
-            let Some(job) = slot.waiting.pop_front() else {
+            let Some(job) = self.next_waiting(slot) else {
                 break;
             };
-            self.lined_total.fetch_sub(1, Ordering::Relaxed);
             slot.running += 1;
             tokio::spawn(self.clone().drive(job));
         }
@@ -692,9 +695,8 @@ impl Worker {
         self.feed(endpoint_id, slot);
         // Over the limit (it just shrank): this task gives its place up.
         if slot.running <= slot.limit(cap)
-            && let Some(job) = slot.waiting.pop_front()
+            && let Some(job) = self.next_waiting(slot)
         {
-            self.lined_total.fetch_sub(1, Ordering::Relaxed);
             return Some(job);
         }
         // The slot stays when idle: it remembers the endpoint's speed for its next burst.

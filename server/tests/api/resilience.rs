@@ -125,6 +125,22 @@ impl Api {
             .into_inner()
     }
 
+    /// Waits until `n` deliveries to `endpoint_id` are DELIVERED.
+    async fn wait_delivered(&self, endpoint_id: &str, n: usize, timeout: Duration) {
+        eventually("every delivery DELIVERED", timeout, || async {
+            let delivered = self
+                .deliveries(endpoint_id, DeliveryStatus::Delivered)
+                .await
+                .len();
+            if delivered == n {
+                Ok(())
+            } else {
+                Err(format!("{delivered} of {n}"))
+            }
+        })
+        .await;
+    }
+
     /// Every delivery to `endpoint_id` (all pages), optionally in one status.
     async fn deliveries(&self, endpoint_id: &str, status: DeliveryStatus) -> Vec<Delivery> {
         let mut out = Vec::new();
@@ -1251,6 +1267,21 @@ impl SlowReceiver {
     fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
     }
+
+    /// Waits until at least `n` requests arrived.
+    async fn wait_requests(&self, what: &str, n: usize, timeout: Duration) {
+        eventually(what, timeout, || {
+            let got = self.requests.load(Ordering::SeqCst);
+            async move {
+                if got >= n {
+                    Ok(())
+                } else {
+                    Err(format!("{got} requests"))
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// An endpoint's limit of requests in flight grows from `endpoint_concurrency` while its
@@ -1273,22 +1304,8 @@ async fn endpoint_limit_grows_with_successes_and_falls_back_on_failures() {
     for i in 0..EVENTS {
         api.publish(&format!("grow-{i}")).await;
     }
-    eventually(
-        "every delivery DELIVERED",
-        Duration::from_secs(60),
-        || async {
-            let n = api
-                .deliveries(&endpoint, DeliveryStatus::Delivered)
-                .await
-                .len();
-            if n == EVENTS {
-                Ok(())
-            } else {
-                Err(format!("{n} of {EVENTS}"))
-            }
-        },
-    )
-    .await;
+    api.wait_delivered(&endpoint, EVENTS, Duration::from_secs(60))
+        .await;
     let grown = receiver.max_in_flight.load(Ordering::SeqCst);
     assert!(
         grown > START && grown <= MAX,
@@ -1300,36 +1317,23 @@ async fn endpoint_limit_grows_with_successes_and_falls_back_on_failures() {
     for i in 0..EVENTS {
         api.publish(&format!("fail-{i}")).await;
     }
-    let requests = receiver.requests.clone();
-    eventually("the first failures", Duration::from_secs(30), || {
-        let n = requests.load(Ordering::SeqCst);
-        async move {
-            if n >= EVENTS + 2 * MAX {
-                Ok(())
-            } else {
-                Err(format!("{n} requests"))
-            }
-        }
-    })
-    .await;
+    receiver
+        .wait_requests(
+            "the first failures",
+            EVENTS + 2 * MAX,
+            Duration::from_secs(30),
+        )
+        .await;
     // Whatever was in flight when the limit fell has ended by now.
     tokio::time::sleep(Duration::from_millis(200)).await;
     receiver.max_in_flight.store(0, Ordering::SeqCst);
-    eventually(
-        "every failing delivery tried once",
-        Duration::from_secs(60),
-        || {
-            let n = requests.load(Ordering::SeqCst);
-            async move {
-                if n >= 2 * EVENTS {
-                    Ok(())
-                } else {
-                    Err(format!("{n} requests"))
-                }
-            }
-        },
-    )
-    .await;
+    receiver
+        .wait_requests(
+            "every failing delivery tried once",
+            2 * EVENTS,
+            Duration::from_secs(60),
+        )
+        .await;
     let after = receiver.max_in_flight.load(Ordering::SeqCst);
     assert!(
         after <= START,
@@ -1362,18 +1366,9 @@ async fn a_burst_beyond_a_fast_endpoints_line_waits_beside_it() {
     // The endpoint's speed is known before the burst (an unknown one's backlog goes back
     // to the queue).
     api.publish("warm-up").await;
-    let requests = receiver.requests.clone();
-    eventually("the warm-up delivery", Duration::from_secs(20), || {
-        let n = requests.load(Ordering::SeqCst);
-        async move {
-            if n >= 1 {
-                Ok(())
-            } else {
-                Err(format!("{n} requests"))
-            }
-        }
-    })
-    .await;
+    receiver
+        .wait_requests("the warm-up delivery", 1, Duration::from_secs(20))
+        .await;
 
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
@@ -1394,22 +1389,8 @@ async fn a_burst_beyond_a_fast_endpoints_line_waits_beside_it() {
     for publisher in publishers {
         publisher.await.unwrap();
     }
-    eventually(
-        "every delivery DELIVERED",
-        Duration::from_secs(120),
-        || async {
-            let n = api
-                .deliveries(&endpoint, DeliveryStatus::Delivered)
-                .await
-                .len();
-            if n == EVENTS + 1 {
-                Ok(())
-            } else {
-                Err(format!("{n} of {}", EVENTS + 1))
-            }
-        },
-    )
-    .await;
+    api.wait_delivered(&endpoint, EVENTS + 1, Duration::from_secs(120))
+        .await;
     assert_eq!(
         receiver.requests.load(Ordering::SeqCst),
         EVENTS + 1,
