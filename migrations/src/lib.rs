@@ -11,6 +11,7 @@ mod m20261128_000003_endpoints_version;
 mod m20261128_000004_pending_index;
 mod m20261128_000005_attempt_context_version;
 mod m20261128_000006_statement_level_references;
+mod m20261129_000007_bytewise_keys;
 
 /// The connection, on PostgreSQL only: what a PostgreSQL-only migration (triggers,
 /// functions) runs on; `None` on SQLite, where it does nothing.
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_pending_index::Migration),
             Box::new(m20261128_000005_attempt_context_version::Migration),
             Box::new(m20261128_000006_statement_level_references::Migration),
+            Box::new(m20261129_000007_bytewise_keys::Migration),
         ]
     }
 }

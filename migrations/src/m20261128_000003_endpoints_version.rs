@@ -14,6 +14,16 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// The trigger on updates; its condition names columns, so a migration that changes one
+/// of their types (migration 7) drops it and creates it again.
+pub(crate) const UPDATE_TRIGGER: &str = "CREATE TRIGGER endpoints_version_update
+     AFTER UPDATE ON endpoints FOR EACH ROW
+     WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled
+           OR OLD.filters IS DISTINCT FROM NEW.filters
+           OR OLD.environment IS DISTINCT FROM NEW.environment
+           OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+     EXECUTE FUNCTION herald_endpoints_changed()";
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -39,16 +49,7 @@ impl MigrationTrait for Migration {
              FOR EACH ROW EXECUTE FUNCTION herald_endpoints_changed()",
         )
         .await?;
-        db.execute_unprepared(
-            "CREATE TRIGGER endpoints_version_update
-             AFTER UPDATE ON endpoints FOR EACH ROW
-             WHEN (OLD.enabled IS DISTINCT FROM NEW.enabled
-                   OR OLD.filters IS DISTINCT FROM NEW.filters
-                   OR OLD.environment IS DISTINCT FROM NEW.environment
-                   OR OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
-             EXECUTE FUNCTION herald_endpoints_changed()",
-        )
-        .await?;
+        db.execute_unprepared(UPDATE_TRIGGER).await?;
         Ok(())
     }
 

@@ -2,7 +2,8 @@
 //! database refuses because their parent does not exist. On PostgreSQL the hot
 //! references are statement-level triggers, not foreign keys (migration 6); the last
 //! test checks, with two connections, that such a check and a concurrent delete of the
-//! parent cannot leave a row behind in either order.
+//! parent cannot leave a row behind in either order. The keys those checks and every
+//! lookup compare are byte-ordered on PostgreSQL (migration 7), all of them.
 
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbErr, SqlErr, Tran
 use crate::{
     both_backends,
     helpers::{
-        Backend, TenantKeys, TestApp, authed, endpoint, eventually, publish_license, spawn_app,
+        Backend, TenantKeys, TestApp, authed, clean_up_blocking, create_pg_database, endpoint,
+        eventually, publish_license, spawn_app,
     },
     receiver::Receiver,
 };
@@ -314,4 +316,57 @@ async fn a_delete_and_an_insert_of_its_child_do_not_race() {
     for db in [inserter, deleter, observer] {
         db.close().await.ok();
     }
+}
+
+/// The collation of each key column (`None`: the database's default), by table and
+/// column: every column named `id`, `*_id` or `name` of `sequences`, and the looked-up
+/// keys.
+async fn key_collations(db: &DatabaseConnection) -> Vec<(String, Option<String>)> {
+    let rows = db
+        .query_all(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT table_name || '.' || column_name AS col, collation_name
+             FROM information_schema.columns
+             WHERE table_schema = 'public' AND data_type = 'character varying'
+               AND (column_name = 'id' OR column_name LIKE '%\\_id'
+                    OR column_name IN ('key_hash', 'idempotency_key')
+                    OR (table_name = 'sequences' AND column_name = 'name'))
+             ORDER BY 1",
+        ))
+        .await
+        .expect("read the columns");
+    rows.iter()
+        .map(|row| {
+            (
+                row.try_get("", "col").expect("col"),
+                row.try_get("", "collation_name").expect("collation"),
+            )
+        })
+        .collect()
+}
+
+/// On PostgreSQL every key compares bytes (migration 7), all of them at once: an id
+/// compared with a reference to it in another collation could not use its index. The
+/// migration reverts to the default collation and applies again.
+#[tokio::test]
+async fn keys_compare_bytes_and_the_change_reverts() {
+    use migrations::{Migrator, MigratorTrait};
+    let (name, url) = create_pg_database().await;
+    let db = Database::connect(&url).await.expect("connect");
+    Migrator::up(&db, None).await.expect("migrate");
+    let keys = key_collations(&db).await;
+    assert!(keys.len() >= 18, "the key columns: {keys:?}");
+    for (column, collation) in &keys {
+        assert_eq!(collation.as_deref(), Some("C"), "{column}");
+    }
+    Migrator::down(&db, Some(1))
+        .await
+        .expect("revert migration 7");
+    for (column, collation) in key_collations(&db).await {
+        assert_eq!(collation, None, "{column} after the revert");
+    }
+    Migrator::up(&db, None).await.expect("migrate again");
+    assert_eq!(key_collations(&db).await, keys);
+    db.close().await.ok();
+    clean_up_blocking(Some(name), None);
 }
