@@ -5,8 +5,8 @@
 
 use std::{hint::black_box, time::SystemTime};
 
+use aws_lc_rs::signature::Ed25519KeyPair;
 use criterion::{Criterion, criterion_group, criterion_main};
-use ed25519_dalek::SigningKey;
 use herald::{
     filter::Filter,
     json::json_to_struct,
@@ -88,7 +88,7 @@ fn rendering(c: &mut Criterion) {
     });
 
     let body = render::render(Format::Keygen, &envelope);
-    let key = SigningKey::from_bytes(&[7u8; 32]);
+    let key = Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).unwrap();
     let url = url::Url::parse(envelope.endpoint_url).unwrap();
     c.bench_function("sign/keygen ed25519", |b| {
         b.iter(|| keygen::sign(&key, "acme", &url, black_box(&body), SystemTime::now()))

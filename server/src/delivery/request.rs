@@ -3,13 +3,13 @@
 
 use std::{
     collections::HashMap,
-    sync::{LazyLock, Mutex},
+    sync::{Arc, LazyLock, Mutex},
     time::SystemTime,
 };
 
+use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use bytes::Bytes;
-use ed25519_dalek::SigningKey;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
@@ -91,18 +91,20 @@ pub fn build(
 
 /// The tenant's signing key. Deriving one from its seed costs as much as a signature
 /// (a scalar multiplication for the public half), so derived keys are kept, by seed.
-pub fn signing_key(tenant: &tenant::Model) -> Result<SigningKey, String> {
-    static KEYS: LazyLock<Mutex<HashMap<String, SigningKey>>> = LazyLock::new(Default::default);
+pub fn signing_key(tenant: &tenant::Model) -> Result<Arc<Ed25519KeyPair>, String> {
+    static KEYS: LazyLock<Mutex<HashMap<String, Arc<Ed25519KeyPair>>>> =
+        LazyLock::new(Default::default);
     let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(key) = keys.get(&tenant.signing_key) {
         return Ok(key.clone());
     }
-    let seed: [u8; 32] = STANDARD
+    let key = STANDARD
         .decode(&tenant.signing_key)
         .ok()
-        .and_then(|b| b.try_into().ok())
+        .filter(|seed| seed.len() == 32)
+        .and_then(|seed| Ed25519KeyPair::from_seed_unchecked(&seed).ok())
+        .map(Arc::new)
         .ok_or_else(|| format!("tenant {} has an unreadable signing key", tenant.id))?;
-    let key = SigningKey::from_bytes(&seed);
     if keys.len() >= MAX_CACHED_KEYS {
         keys.clear();
     }

@@ -1,7 +1,7 @@
 //! Tenants (accounts) and their Ed25519 signing key pairs.
 
+use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use ed25519_dalek::SigningKey;
 use sea_orm::{
     ActiveValue::Set, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::*,
 };
@@ -21,12 +21,13 @@ impl Store {
             )));
         }
         let seed: [u8; 32] = rand::random();
-        let signing = SigningKey::from_bytes(&seed);
+        let signing = Ed25519KeyPair::from_seed_unchecked(&seed)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("derive a signing key: {e}")))?;
         let model = tenant::ActiveModel {
             id: Set(id.clone()),
             name: Set(name),
             signing_key: Set(STANDARD.encode(seed)),
-            public_key: Set(hex::encode(signing.verifying_key().as_bytes())),
+            public_key: Set(hex::encode(signing.public_key().as_ref())),
             created_at: Set(now_micros()),
         };
         match tenant::Entity::insert(model)

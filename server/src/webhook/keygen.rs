@@ -9,9 +9,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::Ed25519KeyPair;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use url::Url;
 
@@ -26,7 +26,7 @@ pub struct KeygenHeaders {
 
 /// Signs a POST of `body` to `url` at `now` with the tenant's Ed25519 key (`account_id` is the keyid).
 pub fn sign(
-    key: &SigningKey,
+    key: &Ed25519KeyPair,
     account_id: &str,
     url: &Url,
     body: &[u8],
@@ -37,7 +37,7 @@ pub fn sign(
     let signature = key.sign(signing_string(url, &date, &digest).as_bytes());
     let signature = format!(
         r#"keyid="{account_id}", algorithm="ed25519", signature="{}", headers="(request-target) host date digest""#,
-        STANDARD.encode(signature.to_bytes())
+        STANDARD.encode(signature.as_ref())
     );
     KeygenHeaders {
         date,
@@ -90,7 +90,7 @@ fn clamp_for_http_date(now: SystemTime) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signature, VerifyingKey};
+    use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
     use std::collections::HashMap;
 
     /// 2026-06-30T14:51:47Z
@@ -98,8 +98,13 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_782_831_107)
     }
 
-    fn key() -> SigningKey {
-        SigningKey::from_bytes(&[7u8; 32])
+    fn key() -> Ed25519KeyPair {
+        Ed25519KeyPair::from_seed_unchecked(&[7u8; 32]).expect("a seed")
+    }
+
+    /// `key()`'s public half, from another implementation.
+    fn public() -> VerifyingKey {
+        SigningKey::from_bytes(&[7u8; 32]).verifying_key()
     }
 
     /// Parses `key="value", key="value"` the way a receiver does.
@@ -185,7 +190,7 @@ mod tests {
         let body = br#"{"data":{"id":"1"}}"#;
         let url = Url::parse("https://example.com/webhooks").unwrap();
         let h = sign(&key(), "acct-1", &url, body, at());
-        verify(&key().verifying_key(), "/webhooks", "example.com", body, &h).unwrap();
+        verify(&public(), "/webhooks", "example.com", body, &h).unwrap();
     }
 
     #[test]
@@ -194,7 +199,7 @@ mod tests {
         let url = Url::parse("https://example.com/hooks/keygen?token=abc&env=prod").unwrap();
         let h = sign(&key(), "acct-1", &url, body, at());
         verify(
-            &key().verifying_key(),
+            &public(),
             "/hooks/keygen?token=abc&env=prod",
             "example.com",
             body,
@@ -202,16 +207,7 @@ mod tests {
         )
         .unwrap();
         // Without the query the signature does not hold.
-        assert!(
-            verify(
-                &key().verifying_key(),
-                "/hooks/keygen",
-                "example.com",
-                body,
-                &h
-            )
-            .is_err()
-        );
+        assert!(verify(&public(), "/hooks/keygen", "example.com", body, &h).is_err());
     }
 
     #[test]
@@ -219,17 +215,8 @@ mod tests {
         let body = b"{}";
         let url = Url::parse("http://Hooks.Example.com:8443/in").unwrap();
         let h = sign(&key(), "acct-1", &url, body, at());
-        verify(&key().verifying_key(), "/in", "hooks.example.com", body, &h).unwrap();
-        assert!(
-            verify(
-                &key().verifying_key(),
-                "/in",
-                "hooks.example.com:8443",
-                body,
-                &h
-            )
-            .is_err()
-        );
+        verify(&public(), "/in", "hooks.example.com", body, &h).unwrap();
+        assert!(verify(&public(), "/in", "hooks.example.com:8443", body, &h).is_err());
     }
 
     #[test]
@@ -237,13 +224,7 @@ mod tests {
         let url = Url::parse("https://example.com/webhooks").unwrap();
         let h = sign(&key(), "acct-1", &url, b"{\"a\":1}", at());
         assert_eq!(
-            verify(
-                &key().verifying_key(),
-                "/webhooks",
-                "example.com",
-                b"{\"a\":2}",
-                &h
-            ),
+            verify(&public(), "/webhooks", "example.com", b"{\"a\":2}", &h),
             Err("digest mismatch".to_string())
         );
     }
@@ -259,16 +240,7 @@ mod tests {
             date: "Tue, 30 Jun 2026 14:56:47 GMT".into(),
             ..h
         };
-        assert!(
-            verify(
-                &key().verifying_key(),
-                "/webhooks",
-                "example.com",
-                body,
-                &replayed
-            )
-            .is_err()
-        );
+        assert!(verify(&public(), "/webhooks", "example.com", body, &replayed).is_err());
     }
 
     #[test]
