@@ -92,48 +92,52 @@ pub fn build(
 /// The tenant's signing key. Deriving one from its seed costs as much as a signature
 /// (a scalar multiplication for the public half), so derived keys are kept, by seed.
 pub fn signing_key(tenant: &tenant::Model) -> Result<Arc<Ed25519KeyPair>, String> {
-    static KEYS: LazyLock<Mutex<HashMap<String, Arc<Ed25519KeyPair>>>> =
-        LazyLock::new(Default::default);
-    let mut keys = KEYS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(key) = keys.get(&tenant.signing_key) {
-        return Ok(key.clone());
-    }
-    let key = STANDARD
-        .decode(&tenant.signing_key)
-        .ok()
-        .filter(|seed| seed.len() == 32)
-        .and_then(|seed| Ed25519KeyPair::from_seed_unchecked(&seed).ok())
-        .map(Arc::new)
-        .ok_or_else(|| format!("tenant {} has an unreadable signing key", tenant.id))?;
-    if keys.len() >= MAX_CACHED_KEYS {
-        keys.clear();
-    }
-    keys.insert(tenant.signing_key.clone(), key.clone());
-    Ok(key)
+    static KEYS: Kept<Arc<Ed25519KeyPair>> = LazyLock::new(Default::default);
+    kept(&KEYS, &tenant.signing_key, |seed| {
+        STANDARD
+            .decode(seed)
+            .ok()
+            .filter(|seed| seed.len() == 32)
+            .and_then(|seed| Ed25519KeyPair::from_seed_unchecked(&seed).ok())
+            .map(Arc::new)
+            .ok_or_else(|| format!("tenant {} has an unreadable signing key", tenant.id))
+    })
 }
-
-/// Derived signing keys kept (one per tenant in use).
-const MAX_CACHED_KEYS: usize = 10_000;
 
 /// The endpoint's URL, parsed. Parsing one (its host through IDNA) took about 3% of
 /// Herald's CPU per delivery in the batch publish benchmark, every attempt of the same
 /// few URLs, so parsed URLs are kept, by text.
 fn endpoint_url(text: &str) -> Result<url::Url, String> {
-    static URLS: LazyLock<Mutex<HashMap<String, url::Url>>> = LazyLock::new(Default::default);
-    let mut urls = URLS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(url) = urls.get(text) {
-        return Ok(url.clone());
-    }
-    let url = url::Url::parse(text).map_err(|e| format!("endpoint url: {e}"))?;
-    if urls.len() >= MAX_CACHED_URLS {
-        urls.clear();
-    }
-    urls.insert(text.to_owned(), url.clone());
-    Ok(url)
+    static URLS: Kept<url::Url> = LazyLock::new(Default::default);
+    kept(&URLS, text, |text| {
+        url::Url::parse(text).map_err(|e| format!("endpoint url: {e}"))
+    })
 }
 
-/// Parsed endpoint URLs kept (one per endpoint in use).
-const MAX_CACHED_URLS: usize = 10_000;
+/// What attempts derive from stored text, kept by that text.
+type Kept<T> = LazyLock<Mutex<HashMap<String, T>>>;
+
+/// Most values kept of each kind (one per tenant or endpoint in use); past it the
+/// whole map starts again.
+const MAX_KEPT: usize = 10_000;
+
+/// The value kept for `text`, or `derive`d from it and kept.
+fn kept<T: Clone>(
+    values: &Kept<T>,
+    text: &str,
+    derive: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut values = values.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(value) = values.get(text) {
+        return Ok(value.clone());
+    }
+    let value = derive(text)?;
+    if values.len() >= MAX_KEPT {
+        values.clear();
+    }
+    values.insert(text.to_owned(), value.clone());
+    Ok(value)
+}
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), String> {
     let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
