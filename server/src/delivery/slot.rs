@@ -23,11 +23,12 @@ const MAX_BUSY_DELAY: Duration = Duration::from_secs(60);
 const FLOWING_BUSY_DELAY: Duration = Duration::from_millis(50);
 /// An endpoint is flowing while one of its requests finished this recently.
 const FLOWING_WITHIN: Duration = Duration::from_millis(250);
-/// The most deliveries one flowing endpoint keeps parked beside its full line: about
-/// what a fast endpoint drains in the quarter lease a parked entry may wait (a sustained
-/// burst beyond the line and a smaller list went round the queue's schedule instead;
-/// docs/BENCHMARKS.md, *Twelfth round*).
-pub(super) const MAX_PARKED: usize = 65_536;
+/// The most deliveries one flowing endpoint keeps parked beside its full line. Four
+/// times as many spared a long burst some trips through the queue, but an endpoint that
+/// answers 503 at once counts as flowing too, and with them a million-delivery outage
+/// made a quarter fewer first attempts before it ended (docs/BENCHMARKS.md, *Twelfth
+/// round*).
+pub(super) const MAX_PARKED: usize = 16_384;
 
 /// One endpoint's requests in flight, its line, and how long its requests take.
 #[derive(Default)]

@@ -83,7 +83,7 @@ const MAX_IDLE_SLOTS: usize = 10_000;
 /// A claim must outlast the request timeout by this much for the request to start.
 const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 /// The most deliveries parked beside the lines of all endpoints together: each is a queue
-/// entry, about 200 bytes, so at most about 50 MB.
+/// entry, about 200 bytes, so at most about 13 MB.
 const MAX_PARKED_TOTAL: usize = 4 * MAX_PARKED;
 /// How often parked deliveries are looked at when no request of their endpoint finishes.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(100);
