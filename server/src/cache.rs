@@ -1,13 +1,19 @@
 //! A small time-bounded cache for the two lookups every call makes (the API key, and
 //! whether the tenant exists). Entries live `ttl`; the process that revokes a key or
 //! deletes a tenant clears the cache at once, other replicas see it within `ttl`.
+//! With a `ttl` of [`FOREVER`] it keeps what is derived from text that cannot change
+//! (a tenant's signing key from its seed, an endpoint's parsed URL).
 
 use std::{
+    borrow::Borrow,
     collections::HashMap,
     hash::Hash,
     sync::Mutex,
     time::{Duration, Instant},
 };
+
+/// A `ttl` for values that never go stale.
+pub const FOREVER: Duration = Duration::MAX;
 
 /// Entries kept before the cache is emptied (cheaper than LRU bookkeeping, and the
 /// working set of keys and tenants is small).
@@ -26,7 +32,11 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         }
     }
 
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(key)
@@ -40,6 +50,24 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             entries.clear();
         }
         entries.insert(key, (value, Instant::now()));
+    }
+
+    /// The value for `key`, or the one `make` derives, kept unless deriving failed.
+    pub fn get_or_try_insert<Q, E>(
+        &self,
+        key: &Q,
+        make: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E>
+    where
+        K: Borrow<Q>,
+        Q: ToOwned<Owned = K> + Hash + Eq + ?Sized,
+    {
+        if let Some(value) = self.get(key) {
+            return Ok(value);
+        }
+        let value = make()?;
+        self.insert(key.to_owned(), value.clone());
+        Ok(value)
     }
 
     pub fn clear(&self) {

@@ -2,8 +2,7 @@
 //! format and signed with its schemes. Shared by the worker and `PingEndpoint`.
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, LazyLock, Mutex},
+    sync::{Arc, LazyLock},
     time::SystemTime,
 };
 
@@ -13,6 +12,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::{
+    cache::{FOREVER, TtlCache},
     store::entities::{endpoint, tenant},
     time::now_micros,
     webhook::{
@@ -92,10 +92,11 @@ pub fn build(
 /// The tenant's signing key. Deriving one from its seed costs as much as a signature
 /// (a scalar multiplication for the public half), so derived keys are kept, by seed.
 pub fn signing_key(tenant: &tenant::Model) -> Result<Arc<Ed25519KeyPair>, String> {
-    static KEYS: Kept<Arc<Ed25519KeyPair>> = LazyLock::new(Default::default);
-    kept(&KEYS, &tenant.signing_key, |seed| {
+    static KEYS: LazyLock<TtlCache<String, Arc<Ed25519KeyPair>>> =
+        LazyLock::new(|| TtlCache::new(FOREVER));
+    KEYS.get_or_try_insert(tenant.signing_key.as_str(), || {
         STANDARD
-            .decode(seed)
+            .decode(&tenant.signing_key)
             .ok()
             .filter(|seed| seed.len() == 32)
             .and_then(|seed| Ed25519KeyPair::from_seed_unchecked(&seed).ok())
@@ -108,35 +109,10 @@ pub fn signing_key(tenant: &tenant::Model) -> Result<Arc<Ed25519KeyPair>, String
 /// Herald's CPU per delivery in the batch publish benchmark, every attempt of the same
 /// few URLs, so parsed URLs are kept, by text.
 fn endpoint_url(text: &str) -> Result<url::Url, String> {
-    static URLS: Kept<url::Url> = LazyLock::new(Default::default);
-    kept(&URLS, text, |text| {
+    static URLS: LazyLock<TtlCache<String, url::Url>> = LazyLock::new(|| TtlCache::new(FOREVER));
+    URLS.get_or_try_insert(text, || {
         url::Url::parse(text).map_err(|e| format!("endpoint url: {e}"))
     })
-}
-
-/// What attempts derive from stored text, kept by that text.
-type Kept<T> = LazyLock<Mutex<HashMap<String, T>>>;
-
-/// Most values kept of each kind (one per tenant or endpoint in use); past it the
-/// whole map starts again.
-const MAX_KEPT: usize = 10_000;
-
-/// The value kept for `text`, or `derive`d from it and kept.
-fn kept<T: Clone>(
-    values: &Kept<T>,
-    text: &str,
-    derive: impl FnOnce(&str) -> Result<T, String>,
-) -> Result<T, String> {
-    let mut values = values.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(value) = values.get(text) {
-        return Ok(value.clone());
-    }
-    let value = derive(text)?;
-    if values.len() >= MAX_KEPT {
-        values.clear();
-    }
-    values.insert(text.to_owned(), value.clone());
-    Ok(value)
 }
 
 fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) -> Result<(), String> {
