@@ -67,7 +67,7 @@ impl Reconciler {
                             // Retries due later were in the lost schedule too: the
                             // refill brings them back instead of the overdue sweep,
                             // `requeue_after` late.
-                            if lost && let Err(err) = self.queue.mark_spilled().await {
+                            if lost && let Err(err) = self.queue.mark_spilled(now_micros()).await {
                                 tracing::warn!(error = %err, "marking the lost schedule failed");
                             }
                             lost = false;
@@ -101,8 +101,9 @@ impl Reconciler {
         let due = self.store.earliest_pending(room).await?;
         let left_out = due.len() as u64 >= room;
         self.queue.schedule(&due).await?;
-        if left_out {
-            self.queue.mark_spilled().await?;
+        // What the database still holds is due no earlier than the last row read.
+        if left_out && let Some((_, last)) = due.last() {
+            self.queue.mark_spilled(*last).await?;
         }
         tracing::debug!(
             count = due.len(),

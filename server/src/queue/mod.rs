@@ -59,20 +59,23 @@ pub trait Queue: Send + Sync + 'static {
     ///
     /// A queue with a bounded schedule may keep only the items due first and *spill* the
     /// rest: the database holds their due time, and [`Queue::refill_room`] tells the
-    /// reconciler when to bring them back.
+    /// reconciler when to bring them back. While some are left out it keeps no item due
+    /// after them, so that items due later cannot hold them back.
     async fn schedule(&self, items: &[(QueueItem, i64)]) -> Result<()>;
 
     /// `None` unless the schedule spilled. After a spill: `Some(0)` while the queue is
     /// still full, or `Some(n)` once it has room again, meaning "schedule the `n`
     /// pending deliveries due first, from the database". `Some(n)` clears the spill; the
     /// caller calls [`Queue::mark_spilled`] if the database held `n` or more (some are
-    /// still left out). Unbounded queues always answer `None`.
+    /// still left out, due no earlier than the last one read). Unbounded queues always
+    /// answer `None`.
     async fn refill_room(&self) -> Result<Option<u64>> {
         Ok(None)
     }
 
-    /// Records that pending deliveries are left out of the schedule.
-    async fn mark_spilled(&self) -> Result<()> {
+    /// Records that pending deliveries due at `from_micros` or later are left out of the
+    /// schedule; items due after that leave it too (the database holds them).
+    async fn mark_spilled(&self, _from_micros: i64) -> Result<()> {
         Ok(())
     }
 

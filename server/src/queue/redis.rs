@@ -14,8 +14,8 @@
 //!   The set is bounded (`with_max_scheduled`): beyond the bound only the retries due
 //!   first stay, and the rest live in the database alone until there is room (see
 //!   *Bounded schedule* below).
-//! - `{prefix}:spilled`: set while the database holds pending deliveries that the
-//!   sorted set left out.
+//! - `{prefix}:spilled`: while the database holds pending deliveries that the sorted set
+//!   left out, the due time (Unix milliseconds) from which they were left out.
 //! - `{prefix}:epoch`: a random token set when the keys are first created. Its absence or a
 //!   change tells a running Herald that Redis lost its data (restart without persistence,
 //!   FLUSHALL).
@@ -24,12 +24,22 @@
 //!
 //! A sorted-set member costs Redis about 180 bytes, so a million retries waiting for a
 //! receiver that is down would take ~180 MB. The schedule script therefore keeps at most
-//! `max_scheduled` members (the earliest due), drops the latest-due beyond it and sets
-//! `spilled`. Nothing is lost: every retry's due time is committed in the database before
-//! it is scheduled. The reconciler asks [`Queue::refill_room`] a few times a second; once
-//! the set is under half full and few ready entries wait, it reads the earliest pending
-//! deliveries from the database and schedules them again (members already in the set are
-//! only rewritten, entries that are mid-claim turn into nothing at the claim). The ready
+//! `max_scheduled` members (the earliest due), drops the latest-due beyond it and records
+//! in `spilled` the earliest due time it dropped. Nothing is lost: every retry's due time
+//! is committed in the database before it is scheduled (a delivery put back because its
+//! endpoint was busy is pending there, due already). The reconciler asks
+//! [`Queue::refill_room`] a few times a second; once the set is under half full and few
+//! ready entries wait, it reads the earliest pending deliveries from the database and
+//! schedules them again (members already in the set are only rewritten, entries that are
+//! mid-claim turn into nothing at the claim).
+//!
+//! While something is left out, the set takes nothing due after it: a member due later is
+//! dropped as it is added (its delivery waits in the database like the others). Without
+//! this, a spill of deliveries due soon followed by many retries due hours later (a
+//! receiver that is down) would leave the set full of the later ones once the earlier
+//! members were promoted: it would never be under half full, and what was left out, due
+//! long ago, would wait for hours. With it, the set holds only members due before
+//! anything left out, so it drains as they come due and the refill follows. The ready
 //! stream is compact (~60 bytes an entry), so pushes are not bounded.
 //!
 //! Per-endpoint FIFO can be added later with more keys under the same tag (e.g. a list per
@@ -86,23 +96,45 @@ end
 return #due
 ";
 
-/// Adds retries to the sorted set, keeping at most a bound of them (the earliest due).
+/// Adds retries to the sorted set, keeping at most a bound of them (the earliest due) and
+/// none due after what is left out.
 ///
-/// KEYS[1] = scheduled sorted set, KEYS[2] = spilled flag;
+/// KEYS[1] = scheduled sorted set, KEYS[2] = spilled (the earliest due time left out);
 /// ARGV[1] = the bound (0: none), ARGV[2..] = score, member pairs.
 /// Returns how many members were dropped (their deliveries wait in the database).
 const SCHEDULE_SCRIPT: &str = r"
 redis.call('ZADD', KEYS[1], unpack(ARGV, 2))
+local dropped = 0
+local from = redis.call('GET', KEYS[2])
+if from then
+  dropped = redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. from, '+inf')
+end
 local max = tonumber(ARGV[1])
 if max > 0 then
   local n = redis.call('ZCARD', KEYS[1])
   if n > max then
+    local first = redis.call('ZRANGE', KEYS[1], max, max, 'WITHSCORES')
     redis.call('ZREMRANGEBYRANK', KEYS[1], max, -1)
-    redis.call('SET', KEYS[2], '1')
-    return n - max
+    if not from or tonumber(first[2]) < tonumber(from) then
+      redis.call('SET', KEYS[2], first[2])
+    end
+    dropped = dropped + n - max
   end
 end
-return 0
+return dropped
+";
+
+/// Records that deliveries due from a time on are left out, and drops the members due
+/// after it (their deliveries are in the database too).
+///
+/// KEYS[1] = scheduled sorted set, KEYS[2] = spilled; ARGV[1] = the time (Unix ms).
+/// Keeps the earlier time if one is recorded. Returns how many members were dropped.
+const MARK_SPILLED_SCRIPT: &str = r"
+local from = ARGV[1]
+local old = redis.call('GET', KEYS[2])
+if old and tonumber(old) < tonumber(from) then from = old end
+redis.call('SET', KEYS[2], from)
+return redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. from, '+inf')
 ";
 
 /// Whether the reconciler should bring spilled retries back now.
@@ -171,6 +203,7 @@ pub struct RedisQueue {
     promote: Script,
     schedule: Script,
     refill: Script,
+    mark_spilled: Script,
     /// The bound of the scheduled set (0: none).
     max_scheduled: u64,
     /// The epoch token this process last saw.
@@ -304,6 +337,7 @@ impl RedisQueue {
             promote: Script::new(PROMOTE_SCRIPT),
             schedule: Script::new(SCHEDULE_SCRIPT),
             refill: Script::new(REFILL_SCRIPT),
+            mark_spilled: Script::new(MARK_SPILLED_SCRIPT),
             max_scheduled: DEFAULT_MAX_SCHEDULED,
             epoch: Mutex::new(epoch),
             lost: AtomicBool::new(created),
@@ -554,13 +588,22 @@ impl Queue for RedisQueue {
         Ok(u64::try_from(room).ok())
     }
 
-    async fn mark_spilled(&self) -> Result<()> {
-        redis::cmd("SET")
-            .arg(&self.keys.spilled)
-            .arg("1")
-            .query_async::<()>(&mut self.conn.clone())
+    async fn mark_spilled(&self, from_micros: i64) -> Result<()> {
+        let dropped: u64 = self
+            .mark_spilled
+            .key(&self.keys.scheduled)
+            .key(&self.keys.spilled)
+            .arg(from_micros.div_euclid(1000))
+            .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(redis_error)
+            .map_err(redis_error)?;
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                "scheduled retries due after those left out dropped"
+            );
+        }
+        Ok(())
     }
 
     async fn promote_due(&self, now_micros: i64) -> Result<u64> {
@@ -834,6 +877,67 @@ mod tests {
         }
     }
 
+    /// Once deliveries are left out, nothing due after them is kept: a set refilled with
+    /// later retries after the earlier members were promoted would never be under half
+    /// full, and what was left out would wait for those later retries to come due.
+    #[tokio::test]
+    async fn nothing_due_after_what_is_left_out_is_kept() {
+        let p = prefix();
+        let q = fresh(&p, "c1", LONG).await.with_max_scheduled(10);
+        let now = now_micros();
+        let soon = |n: usize| (item(n), now + 1_000_000 + n as i64 * 1000);
+        // 15 due within two seconds: 5 left out, from the 11th's due time.
+        q.schedule(&(0..15).map(soon).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let spilled: String = redis::cmd("GET")
+            .arg(&q.keys.spilled)
+            .query_async(&mut raw().await)
+            .await
+            .unwrap();
+        assert_eq!(spilled, ((now + 1_010_000) / 1000).to_string());
+        // The 10 kept come due and are promoted; retries due in an hour arrive.
+        assert_eq!(q.promote_due(now + 2_000_000).await.unwrap(), 10);
+        let hour = |n: usize| (item(n), now + 3_600_000_000);
+        q.schedule(&(100..110).map(hour).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        // Only one due before what is left out is kept beside them.
+        q.schedule(&[soon(5), (item(21), now + 1_020_000)])
+            .await
+            .unwrap();
+        let kept: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&q.keys.scheduled)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut raw().await)
+            .await
+            .unwrap();
+        assert_eq!(
+            kept,
+            [format!("{}|{}", item(5).delivery_id, item(5).endpoint_id)]
+        );
+        // So the set is under half full: the refill goes ahead.
+        assert_eq!(q.refill_room().await.unwrap(), Some(10));
+
+        // Marked again from a time: later members leave, the earliest mark stays.
+        q.schedule(&(100..105).map(hour).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        q.mark_spilled(now + 3_600_000_000).await.unwrap();
+        assert_eq!(q.depth().await.unwrap().scheduled, 6);
+        q.mark_spilled(now + 5_000_000).await.unwrap();
+        assert_eq!(q.depth().await.unwrap().scheduled, 1);
+        q.mark_spilled(now + 60_000_000).await.unwrap();
+        let spilled: String = redis::cmd("GET")
+            .arg(&q.keys.spilled)
+            .query_async(&mut raw().await)
+            .await
+            .unwrap();
+        assert_eq!(spilled, ((now + 5_000_000) / 1000).to_string());
+        cleanup(&p).await;
+    }
+
     /// The bound keeps the earliest-due retries; the refill waits until the set is under
     /// half full and few ready entries wait, and clears the spill when it goes ahead.
     #[tokio::test]
@@ -893,7 +997,7 @@ mod tests {
             None,
             "the refill cleared it"
         );
-        q.mark_spilled().await.unwrap();
+        q.mark_spilled(now).await.unwrap();
         assert_eq!(q.refill_room().await.unwrap(), Some(10));
 
         let unbounded = queue(&p, "c2", LONG).await.with_max_scheduled(0);
