@@ -33,6 +33,7 @@ use std::{
 
 use super::worker::{Job, Placement, Worker, micros};
 use crate::{
+    queue::QueueItem,
     store::{
         deliveries::AttemptContext,
         entities::event,
@@ -50,6 +51,12 @@ pub struct Handoff {
 impl Handoff {
     pub fn new(worker: Arc<Worker>) -> Handoff {
         Handoff { worker }
+    }
+
+    /// For each of `items` (deliveries stored and not taken over), when to queue it if
+    /// not now: see `Worker::deferrals`.
+    pub fn deferrals(&self, items: &[QueueItem]) -> Vec<Option<i64>> {
+        self.worker.deferrals(items)
     }
 
     /// The places one publish batch takes; given back when dropped.

@@ -23,6 +23,9 @@ const MAX_BUSY_DELAY: Duration = Duration::from_secs(60);
 const FLOWING_BUSY_DELAY: Duration = Duration::from_millis(50);
 /// An endpoint is flowing while one of its requests finished this recently.
 const FLOWING_WITHIN: Duration = Duration::from_millis(250);
+/// An endpoint is stuck once it has requests in flight and none finished for this long
+/// (see `Slot::stuck`).
+const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// The most deliveries one flowing endpoint keeps parked beside its full line. Four
 /// times as many spared a long burst some trips through the queue, but an endpoint that
 /// answers 503 at once counts as flowing too, and with them a million-delivery outage
@@ -112,6 +115,17 @@ impl Slot {
                 .is_some_and(|at| at.elapsed() < FLOWING_WITHIN)
     }
 
+    /// Whether this endpoint's requests are stuck: some are in flight and none finished
+    /// (nor did the slot start from idle) for `STUCK_AFTER`, as a hanging receiver's.
+    /// Unlike "not flowing", a slot whose speed is not known yet is not stuck: a burst to
+    /// a new endpoint is not held back before its first requests could answer.
+    pub(super) fn stuck(&self) -> bool {
+        self.running > 0
+            && self
+                .last_progress
+                .is_some_and(|at| at.elapsed() >= STUCK_AFTER)
+    }
+
     /// How long a delivery that finds this endpoint's line full is put back for: until
     /// the slot has likely worked through what it holds. A hanging endpoint's backlog
     /// comes round every few timeouts and never sooner than `slow_floor` (churning it
@@ -192,6 +206,17 @@ mod tests {
         let unknown = slot(None, None, 0);
         assert!(!unknown.flowing());
         assert_eq!(unknown.busy_delay(4_200, 16, SLOW_FLOOR), SLOW_FLOOR);
+    }
+
+    #[test]
+    fn an_endpoint_is_stuck_only_with_requests_in_flight_and_none_finishing() {
+        assert!(slot(None, Some(Duration::from_secs(2)), 16).stuck());
+        assert!(slot(Some(0.001), Some(Duration::from_secs(2)), 1).stuck());
+        // Just started, or a request finished lately: not yet.
+        assert!(!slot(None, Some(Duration::from_millis(100)), 16).stuck());
+        // Nothing in flight: idle, not stuck.
+        assert!(!slot(Some(0.001), Some(Duration::from_secs(2)), 0).stuck());
+        assert!(!slot(None, None, 0).stuck());
     }
 
     #[test]

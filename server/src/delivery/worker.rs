@@ -301,6 +301,38 @@ impl Worker {
         Some(placement)
     }
 
+    /// For each delivery a publish just stored and did not hand over, the time (Unix
+    /// microseconds) until which a dispatch would put it back in the queue the moment it
+    /// popped it, if it would: its endpoint is stuck (requests in flight, none finishing)
+    /// and its line full. The publish's pusher schedules those for that time instead of
+    /// pushing them, sparing a pop, a put-back and an ack per delivery that could not be
+    /// sent anyway: a hanging endpoint's share of the work beside the healthy ones (d).
+    /// A stuck endpoint is not flowing, so nothing would have been parked.
+    pub(super) fn deferrals(&self, items: &[QueueItem]) -> Vec<Option<i64>> {
+        if self.stopped.load(Ordering::Relaxed) {
+            return vec![None; items.len()];
+        }
+        let cap = self.config.endpoint_concurrency;
+        let budget = self.line_budget();
+        let now = now_micros();
+        let slots = self.lock_slots();
+        items
+            .iter()
+            .map(|item| {
+                let slot = slots.get(&item.endpoint_id)?;
+                if !slot.stuck() {
+                    return None;
+                }
+                let load = slot.load();
+                let limit = slot.limit(cap);
+                let full = load >= slot.room(limit, budget) || load >= limit && self.lines_full();
+                full.then(|| {
+                    now + micros(slot.busy_delay(load, limit, self.config.busy_endpoint_delay))
+                })
+            })
+            .collect()
+    }
+
     /// How long a claimed delivery that starts at once stays ours; one that waits in a
     /// line is held twice as long (see `dispatch_planned`).
     pub(super) fn lease(&self) -> Duration {

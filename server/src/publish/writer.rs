@@ -54,7 +54,7 @@ impl Writer {
     ) -> Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (push_tx, push_rx) = mpsc::channel(PUSH_QUEUE);
-        tokio::spawn(push(queue, push_rx));
+        tokio::spawn(push(queue, handoff.clone(), push_rx));
         let sink = Sink {
             store,
             bus,
@@ -133,15 +133,48 @@ impl Sink {
 /// Queues committed deliveries, whatever arrived meanwhile in one call. After the commit
 /// (and after the publishers got their answers: the push is not theirs to wait for), and
 /// allowed to fail: the reconciler enqueues whatever is due and not queued, so a failed
-/// push only delays those deliveries.
-async fn push(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<Vec<QueueItem>>) {
+/// push only delays those deliveries. Deliveries to an endpoint that hangs are scheduled
+/// for when the worker would take them (`Handoff::deferrals`) instead of made ready now.
+async fn push(
+    queue: Arc<dyn Queue>,
+    handoff: Option<Handoff>,
+    mut rx: mpsc::Receiver<Vec<QueueItem>>,
+) {
     let mut batches = Vec::new();
     while rx.recv_many(&mut batches, PUSH_QUEUE).await > 0 {
         let items: Vec<QueueItem> = batches.drain(..).flatten().collect();
-        if let Err(err) = queue.push(&items).await {
-            tracing::warn!(error = %err, count = items.len(), "enqueue after publish failed; the reconciler will retry");
+        let (ready, later) = split_deferred(handoff.as_ref(), items);
+        if let Err(err) = queue.schedule(&later).await {
+            tracing::warn!(error = %err, count = later.len(), "scheduling after publish failed; the reconciler will queue them");
+        }
+        if let Err(err) = queue.push(&ready).await {
+            tracing::warn!(error = %err, count = ready.len(), "enqueue after publish failed; the reconciler will retry");
         }
     }
+}
+
+/// The items to make ready now, and those to schedule (with when).
+fn split_deferred(
+    handoff: Option<&Handoff>,
+    items: Vec<QueueItem>,
+) -> (Vec<QueueItem>, Vec<(QueueItem, i64)>) {
+    let Some(handoff) = handoff else {
+        return (items, Vec::new());
+    };
+    let due = handoff.deferrals(&items);
+    if due.iter().all(Option::is_none) {
+        return (items, Vec::new());
+    }
+    let mut ready = Vec::with_capacity(items.len());
+    let mut later = Vec::new();
+    for (item, due) in items.into_iter().zip(due) {
+        match due {
+            Some(at) => later.push((item, at)),
+            None => ready.push(item),
+        }
+    }
+    crate::metrics::deliveries_deferred(crate::metrics::Deferred::Queue, later.len());
+    (ready, later)
 }
 
 async fn run(mut sink: Sink, window: i64, mut rx: mpsc::Receiver<Job>) {

@@ -973,6 +973,67 @@ async fn wait_distinct(receiver: &Receiver, n: usize, timeout: Duration) -> Hash
     .await
 }
 
+/// Entries ever added to the ready stream.
+async fn ready_entries_added(app: &TestApp) -> i64 {
+    let info: HashMap<String, redis::Value> = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(redis_key(app, "ready"))
+        .query_async(&mut redis().await)
+        .await
+        .expect("XINFO STREAM");
+    match info.get("entries-added") {
+        Some(redis::Value::Int(n)) => *n,
+        other => panic!("entries-added: {other:?}"),
+    }
+}
+
+/// Deliveries published for an endpoint that hangs (requests in flight, none answering for
+/// a second) while its line is full wait in the schedule for when the worker would take
+/// them, instead of entering the ready stream only to be popped and put back there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_endpoints_new_deliveries_wait_in_the_schedule() {
+    const LATER: usize = 50;
+    let receiver = Receiver::start().await;
+    receiver.set_default(Reply::Hang(Duration::from_secs(60)));
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        c.endpoint_concurrency = 2;
+        c.endpoint_concurrency_max = 2;
+        c.webhook_timeout_secs = 30;
+        c.requeue_after_secs = 3600;
+    })
+    .await;
+    let api = Api::new(&app, app.tenant("acme").await).await;
+    api.create_endpoint(&receiver.url("/hook")).await;
+    // Two requests in flight and a line of four (twice the cap, its speed unknown).
+    for i in 0..6 {
+        api.publish(&format!("fill-{i}")).await;
+    }
+    receiver.wait_for(2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let added = ready_entries_added(&app).await;
+
+    for i in 0..LATER {
+        assert_eq!(api.publish(&format!("later-{i}")).await.deliveries, 1);
+    }
+    eventually(
+        "the new deliveries scheduled",
+        Duration::from_secs(10),
+        || async {
+            let (_, scheduled) = redis_backlog(&app).await;
+            if scheduled as usize >= LATER {
+                Ok(())
+            } else {
+                Err(format!("{scheduled} scheduled"))
+            }
+        },
+    )
+    .await;
+    // Not one went through the ready stream (the hanging requests last a minute, and
+    // the first of the scheduled ones is due seconds from now).
+    assert_eq!(ready_entries_added(&app).await, added);
+    assert_eq!(receiver.received().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_mid_run_loses_no_delivery() {
     const EVENTS: usize = 100;
