@@ -20,7 +20,9 @@
 //! can be claimed within a quarter lease) is put back in the queue until the endpoint has
 //! likely worked through what it holds (a minute at most), so a slow or dead endpoint's
 //! backlog neither blocks the loop nor fills memory, and other endpoints are never held
-//! up. Recording an attempt happens off the endpoint's slot: finished
+//! up. A stuck endpoint's new deliveries skip that trip: the publish schedules them for
+//! when a dispatch would have put them back (`Worker::deferrals`). Recording an attempt
+//! happens off the endpoint's slot: finished
 //! attempts go to the `recorder`, which writes them in batches while the next requests
 //! are already under way.
 
