@@ -877,6 +877,26 @@ mod tests {
         }
     }
 
+    /// The schedule's members, earliest due first.
+    async fn members(q: &RedisQueue) -> Vec<String> {
+        redis::cmd("ZRANGE")
+            .arg(&q.keys.scheduled)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut raw().await)
+            .await
+            .unwrap()
+    }
+
+    /// The due time (Unix ms) from which deliveries are left out of the schedule.
+    async fn spilled_from(q: &RedisQueue) -> String {
+        redis::cmd("GET")
+            .arg(&q.keys.spilled)
+            .query_async(&mut raw().await)
+            .await
+            .unwrap()
+    }
+
     /// Once deliveries are left out, nothing due after them is kept: a set refilled with
     /// later retries after the earlier members were promoted would never be under half
     /// full, and what was left out would wait for those later retries to come due.
@@ -890,11 +910,7 @@ mod tests {
         q.schedule(&(0..15).map(soon).collect::<Vec<_>>())
             .await
             .unwrap();
-        let spilled: String = redis::cmd("GET")
-            .arg(&q.keys.spilled)
-            .query_async(&mut raw().await)
-            .await
-            .unwrap();
+        let spilled = spilled_from(&q).await;
         assert_eq!(spilled, ((now + 1_010_000) / 1000).to_string());
         // The 10 kept come due and are promoted; retries due in an hour arrive.
         assert_eq!(q.promote_due(now + 2_000_000).await.unwrap(), 10);
@@ -906,13 +922,7 @@ mod tests {
         q.schedule(&[soon(5), (item(21), now + 1_020_000)])
             .await
             .unwrap();
-        let kept: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&q.keys.scheduled)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut raw().await)
-            .await
-            .unwrap();
+        let kept = members(&q).await;
         assert_eq!(
             kept,
             [format!("{}|{}", item(5).delivery_id, item(5).endpoint_id)]
@@ -929,11 +939,7 @@ mod tests {
         q.mark_spilled(now + 5_000_000).await.unwrap();
         assert_eq!(q.depth().await.unwrap().scheduled, 1);
         q.mark_spilled(now + 60_000_000).await.unwrap();
-        let spilled: String = redis::cmd("GET")
-            .arg(&q.keys.spilled)
-            .query_async(&mut raw().await)
-            .await
-            .unwrap();
+        let spilled = spilled_from(&q).await;
         assert_eq!(spilled, ((now + 5_000_000) / 1000).to_string());
         cleanup(&p).await;
     }
@@ -954,13 +960,7 @@ mod tests {
         q.schedule(&items[..8]).await.unwrap();
         assert_eq!(q.refill_room().await.unwrap(), None, "8 of 10 fit");
         q.schedule(&items[8..]).await.unwrap();
-        let kept: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&q.keys.scheduled)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut raw().await)
-            .await
-            .unwrap();
+        let kept = members(&q).await;
         let expected: Vec<String> = (0..10)
             .map(|n| format!("{}|{}", item(n).delivery_id, item(n).endpoint_id))
             .collect();
