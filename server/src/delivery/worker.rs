@@ -280,7 +280,6 @@ impl Worker {
             return None;
         }
         let cap = self.config.endpoint_concurrency;
-        let budget = self.line_budget();
         let mut slots = self.lock_slots();
         let slot = match slots.get_mut(endpoint_id) {
             Some(slot) => slot,
@@ -294,7 +293,7 @@ impl Worker {
         let limit = slot.limit(cap);
         let placement = if load < limit {
             Placement::Now
-        } else if load < slot.room(limit, budget) && !self.lines_full() {
+        } else if !self.no_place(slot, load, limit) {
             Placement::InLine
         } else {
             return None;
@@ -315,7 +314,6 @@ impl Worker {
             return vec![None; items.len()];
         }
         let cap = self.config.endpoint_concurrency;
-        let budget = self.line_budget();
         let now = now_micros();
         let slots = self.lock_slots();
         items
@@ -327,8 +325,7 @@ impl Worker {
                 }
                 let load = slot.load();
                 let limit = slot.limit(cap);
-                let full = load >= slot.room(limit, budget) || load >= limit && self.lines_full();
-                full.then(|| {
+                self.no_place(slot, load, limit).then(|| {
                     now + micros(slot.busy_delay(load, limit, self.config.busy_endpoint_delay))
                 })
             })
@@ -405,8 +402,7 @@ impl Worker {
                 let slot = slots.entry(endpoint.clone()).or_default();
                 let load = slot.load();
                 let limit = slot.limit(cap);
-                let full = load >= slot.room(limit, self.line_budget())
-                    || load >= limit && self.lines_full();
+                let full = self.no_place(slot, load, limit);
                 // Behind what is parked already, so that the line's room goes to those.
                 let behind = !fed && !slot.parked.is_empty();
                 if (full || behind) && self.may_park(slot, limit) {
@@ -554,6 +550,13 @@ impl Worker {
         let job = slot.waiting.pop_front()?;
         self.lined_total.fetch_sub(1, Ordering::Relaxed);
         Some(job)
+    }
+
+    /// Whether a delivery to `slot` (holding `load`, allowed `limit` requests at once)
+    /// finds no place: its line is as long as it may be, or its requests are at their
+    /// limit and the lines together hold as many deliveries as they may.
+    fn no_place(&self, slot: &Slot, load: usize, limit: usize) -> bool {
+        load >= slot.room(limit, self.line_budget()) || load >= limit && self.lines_full()
     }
 
     /// Whether the lines together hold as many deliveries as they may.
