@@ -7,7 +7,7 @@
 use std::{collections::VecDeque, time::Duration};
 
 use super::worker::{Job, POP_BATCH};
-use crate::queue::Lease;
+use crate::queue::{Lease, QueueItem};
 
 /// The shortest line (times the cap), for endpoints of unknown or slow speed.
 const MIN_LINE_PER_CAP: usize = 2;
@@ -33,6 +33,9 @@ const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// outage still gets every first attempt made (before the fix this bound made a quarter
 /// fewer, *Twelfth round*).
 pub(super) const MAX_PARKED: usize = 65_536;
+/// The most put-back deliveries one endpoint remembers, to make them ready early when its
+/// line drains sooner than guessed (about 150 bytes each).
+pub(super) const MAX_LATER: usize = 65_536;
 
 /// One endpoint's requests in flight, its line, and how long its requests take.
 #[derive(Default)]
@@ -56,6 +59,13 @@ pub(super) struct Slot {
     pub(super) parked: VecDeque<(Lease, std::time::Instant)>,
     /// A dispatch of parked deliveries is under way.
     pub(super) feeding: bool,
+    /// Deliveries put back in the queue's schedule because the line was full, with when
+    /// they are due (Unix microseconds), earliest first: when the line drains sooner
+    /// than guessed they are made ready at once (`Worker::hasten`) instead of leaving
+    /// the endpoint idle until then.
+    pub(super) later: VecDeque<(QueueItem, i64)>,
+    /// A call making some of `later` ready is under way.
+    pub(super) hastening: bool,
 }
 
 impl Slot {
@@ -154,6 +164,46 @@ impl Slot {
             && self.drain_time(self.parked.len() + POP_BATCH, limit) < park_limit
     }
 
+    /// Remembers a delivery put back until `due` for a full line (see `later`). Beyond
+    /// `MAX_LATER` the one due first is forgotten: it comes back at its time.
+    pub(super) fn put_back(&mut self, item: QueueItem, due: i64) {
+        if self.later.len() >= MAX_LATER {
+            self.later.pop_front();
+        }
+        // Put-backs are mostly in due order; one that is not goes where it belongs.
+        let at = self.later.partition_point(|(_, d)| *d <= due);
+        self.later.insert(at, (item, due));
+    }
+
+    /// The put-back deliveries to make ready now, if the line has drained to fewer than
+    /// `low` waiting with nothing parked while requests are finishing: as many as the
+    /// line has room for, dropping those that come due within `soon_micros` anyway.
+    pub(super) fn hasten(
+        &mut self,
+        room: usize,
+        low: usize,
+        now: i64,
+        soon_micros: i64,
+    ) -> Vec<QueueItem> {
+        if self.later.is_empty()
+            || self.hastening
+            || !self.parked.is_empty()
+            || self.waiting.len() + self.reserved >= low
+            || !self.flowing()
+        {
+            return Vec::new();
+        }
+        while self
+            .later
+            .front()
+            .is_some_and(|(_, due)| *due <= now + soon_micros)
+        {
+            self.later.pop_front();
+        }
+        let n = room.saturating_sub(self.load()).min(self.later.len());
+        self.later.drain(..n).map(|(item, _)| item).collect()
+    }
+
     /// About how long this endpoint takes to work through `load` deliveries.
     pub(super) fn drain_time(&self, load: usize, cap: usize) -> Duration {
         let stuck = match self.last_progress {
@@ -243,5 +293,52 @@ mod tests {
         let hanging = slot(Some(0.001), Some(Duration::from_secs(2)), 16);
         assert!(!hanging.may_park(16, limit));
         assert!(!slot(None, None, 0).may_park(16, limit));
+    }
+
+    fn item(n: u32) -> QueueItem {
+        QueueItem {
+            delivery_id: format!("dlv_{n}"),
+            endpoint_id: "ep_1".into(),
+        }
+    }
+
+    #[test]
+    fn put_back_deliveries_are_hastened_once_a_flowing_line_nearly_drained() {
+        let now = 1_000_000_000;
+        let mut s = slot(Some(0.001), Some(Duration::ZERO), 16);
+        // Out of order: kept earliest due first.
+        s.put_back(item(2), now + 20_000_000);
+        s.put_back(item(1), now + 10_000_000);
+        s.put_back(item(3), now + 30_000_000);
+        s.put_back(item(0), now + 100_000);
+        // The line still holds enough: nothing yet.
+        s.reserved = 300;
+        assert!(s.hasten(1_000, 256, now, 200_000).is_empty());
+        s.reserved = 0;
+        // Drained: those due soon anyway are dropped, then as many as the line takes.
+        let room = 16 + 2; // 16 in flight, room for 2 in line
+        let got = s.hasten(room, 256, now, 200_000);
+        assert_eq!(got, vec![item(1), item(2)]);
+        assert_eq!(s.later.len(), 1);
+        // A call under way is not doubled.
+        s.hastening = true;
+        assert!(s.hasten(1_000, 256, now, 200_000).is_empty());
+        s.hastening = false;
+        // A hanging endpoint's are left to their time.
+        let mut hanging = slot(Some(0.001), Some(Duration::from_secs(2)), 16);
+        hanging.put_back(item(5), now + 10_000_000);
+        assert!(hanging.hasten(1_000, 256, now, 200_000).is_empty());
+        assert_eq!(s.hasten(1_000, 256, now, 200_000), vec![item(3)]);
+    }
+
+    #[test]
+    fn put_back_memory_is_bounded() {
+        let mut s = slot(Some(0.001), Some(Duration::ZERO), 0);
+        for n in 0..MAX_LATER as u32 + 10 {
+            s.put_back(item(n), i64::from(n));
+        }
+        assert_eq!(s.later.len(), MAX_LATER);
+        // The first due were forgotten.
+        assert_eq!(s.later.front().unwrap().0, item(10));
     }
 }

@@ -44,7 +44,7 @@ use super::{
     recorder::{Finished, Recorder},
     request::{self, RequestParts},
     retry::RetryPolicy,
-    slot::{MAX_LINE, MAX_PARKED, Slot},
+    slot::{MAX_LATER, MAX_LINE, MAX_PARKED, Slot},
 };
 use crate::{
     egress::client::Sender,
@@ -87,6 +87,8 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 /// The most deliveries parked beside the lines of all endpoints together: each is a queue
 /// entry, about 200 bytes, so at most about 13 MB.
 const MAX_PARKED_TOTAL: usize = 4 * MAX_PARKED;
+/// The most put-back deliveries remembered by all endpoints together (see `Slot::later`).
+const MAX_LATER_TOTAL: usize = 4 * MAX_LATER;
 /// How often parked deliveries are looked at when no request of their endpoint finishes.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(100);
 
@@ -133,6 +135,8 @@ pub struct Worker {
     slots: Mutex<HashMap<String, Slot>>,
     /// Parked deliveries of all slots (changed with the slots locked).
     parked_total: AtomicUsize,
+    /// Put-back deliveries remembered by all slots (changed with the slots locked).
+    later_total: AtomicUsize,
     /// Deliveries waiting in all lines (changed with the slots locked).
     lined_total: AtomicUsize,
     recorder: Recorder,
@@ -160,6 +164,7 @@ impl Worker {
             global: Arc::new(Semaphore::new(config.concurrency)),
             slots: Mutex::new(HashMap::new()),
             parked_total: AtomicUsize::new(0),
+            later_total: AtomicUsize::new(0),
             lined_total: AtomicUsize::new(0),
             recorder: Recorder::spawn(store.clone(), queue.clone()),
             stopped: AtomicBool::new(false),
@@ -391,7 +396,13 @@ impl Worker {
         {
             let mut slots = self.lock_slots();
             if slots.len() > MAX_IDLE_SLOTS {
-                slots.retain(|_, s| s.busy());
+                slots.retain(|_, s| {
+                    let keep = s.busy();
+                    if !keep {
+                        self.later_total.fetch_sub(s.later.len(), Ordering::Relaxed);
+                    }
+                    keep
+                });
             }
             for lease in leases {
                 if accepted.contains_key(&lease.item.delivery_id) {
@@ -416,6 +427,7 @@ impl Worker {
                 }
                 if full {
                     let wait = slot.busy_delay(load, limit, self.config.busy_endpoint_delay);
+                    self.put_back(slot, &lease.item, now + micros(wait));
                     busy.push((lease, wait));
                     continue;
                 }
@@ -621,6 +633,63 @@ impl Worker {
         });
     }
 
+    /// Remembers a delivery put back for `slot`'s full line (see `Slot::later`), if its
+    /// requests are finishing (a hanging endpoint's are not hastened) and within the
+    /// bound of all slots together.
+    fn put_back(&self, slot: &mut Slot, item: &QueueItem, due: i64) {
+        if !slot.flowing() || self.later_total.load(Ordering::Relaxed) >= MAX_LATER_TOTAL {
+            return;
+        }
+        let before = slot.later.len();
+        slot.put_back(item.clone(), due);
+        self.later_total
+            .fetch_add(slot.later.len() - before, Ordering::Relaxed);
+    }
+
+    /// Makes ready at once the deliveries this endpoint put back for a full line, once
+    /// the line has nearly drained with nothing parked (see `Slot::hasten`): their wait
+    /// was guessed from the endpoint's speed when they were put back, and a guess made
+    /// while the machine was busiest (a burst being published) overshoots, leaving the
+    /// endpoint idle while they wait. Called with the slots locked.
+    fn hasten(self: &Arc<Self>, endpoint_id: &str, slot: &mut Slot) {
+        if slot.later.is_empty() || self.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let limit = slot.limit(self.config.endpoint_concurrency);
+        let room = slot.room(limit, self.line_budget());
+        // Enough still in line to cover a pop and a claim.
+        let low = POP_BATCH.max(2 * limit);
+        let before = slot.later.len();
+        let items = slot.hasten(room, low, now_micros(), micros(PROMOTE_EVERY));
+        self.later_total
+            .fetch_sub(before - slot.later.len(), Ordering::Relaxed);
+        if items.is_empty() {
+            return;
+        }
+        slot.hastening = true;
+        let worker = self.clone();
+        let endpoint_id = endpoint_id.to_string();
+        tokio::spawn(async move {
+            let moved = match worker.queue.hasten(&items).await {
+                Ok(moved) => moved,
+                Err(err) => {
+                    // They come back at their due time.
+                    tracing::debug!(error = %err, "making put-back deliveries ready early failed");
+                    0
+                }
+            };
+            let mut slots = worker.lock_slots();
+            if let Some(slot) = slots.get_mut(&endpoint_id) {
+                slot.hastening = false;
+                // Nothing is on its way to an endpoint whose last request may have
+                // finished meanwhile: look at the rest now, not at its next request.
+                if moved == 0 {
+                    worker.hasten(&endpoint_id, slot);
+                }
+            }
+        });
+    }
+
     /// Feeds lines that drained without a request finishing (a claim failed, say), and
     /// puts back in the queue the parked deliveries that waited `park_limit`: their
     /// endpoint slowed down since they were parked.
@@ -647,7 +716,12 @@ impl Worker {
                         let limit = slot.limit(cap);
                         let load = slot.load() + slot.parked.len();
                         let wait = slot.busy_delay(load, limit, self.config.busy_endpoint_delay);
-                        stale.extend(slot.parked.drain(..n).map(|(l, _)| (l, wait)));
+                        let due = now_micros() + micros(wait);
+                        let drained: Vec<_> = slot.parked.drain(..n).collect();
+                        for (lease, _) in drained {
+                            self.put_back(slot, &lease.item, due);
+                            stale.push((lease, wait));
+                        }
                         self.parked_total.fetch_sub(n, Ordering::Relaxed);
                     }
                     self.feed(endpoint_id, slot);
@@ -730,6 +804,7 @@ impl Worker {
             });
         }
         self.feed(endpoint_id, slot);
+        self.hasten(endpoint_id, slot);
         // Over the limit (it just shrank): this task gives its place up.
         if slot.running <= slot.limit(cap)
             && let Some(job) = self.next_waiting(slot)

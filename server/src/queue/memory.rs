@@ -158,6 +158,26 @@ impl Queue for MemoryQueue {
         Ok(())
     }
 
+    async fn hasten(&self, items: &[QueueItem]) -> Result<u64> {
+        let moved = {
+            let mut state = self.state();
+            let now = crate::time::now_micros();
+            let mut moved = 0;
+            for item in items {
+                if state.scheduled_at.contains_key(&item.delivery_id)
+                    && state.make_ready(item.clone(), now)
+                {
+                    moved += 1;
+                }
+            }
+            moved
+        };
+        if moved > 0 {
+            self.ready.notify_waiters();
+        }
+        Ok(moved)
+    }
+
     async fn promote_due(&self, now_micros: i64) -> Result<u64> {
         let moved = {
             let mut state = self.state();
@@ -265,6 +285,12 @@ mod tests {
     }
 
     const LONG: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn hasten_makes_only_scheduled_items_ready() {
+        super::super::contract::hasten_makes_only_scheduled_items_ready(&MemoryQueue::new(LONG))
+            .await;
+    }
 
     #[tokio::test]
     async fn oldest_due_is_the_longest_waiting_entry() {

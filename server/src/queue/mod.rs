@@ -79,6 +79,13 @@ pub trait Queue: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Makes ready now those of `items` that wait in the schedule, whatever their due
+    /// time: a delivery put back because its endpoint's line was full, once the line
+    /// drained sooner than guessed. An item not in the schedule (promoted already, or
+    /// left out of a bounded schedule: the database holds it) is left alone. Returns how
+    /// many moved.
+    async fn hasten(&self, items: &[QueueItem]) -> Result<u64>;
+
     /// Moves scheduled items due at `now_micros` to ready, atomically (an item is never
     /// in both, never in neither). Returns how many moved.
     async fn promote_due(&self, now_micros: i64) -> Result<u64>;
@@ -156,5 +163,31 @@ pub(crate) mod contract {
         let rest = q.pop(10, Duration::ZERO).await.unwrap();
         assert_eq!(rest.len(), 2);
         assert_eq!(q.oldest_due(now).await.unwrap(), None);
+    }
+
+    /// `hasten`: scheduled items become ready at once, whatever their due time; items
+    /// not scheduled (ready, handed out, or never queued) are left alone.
+    pub async fn hasten_makes_only_scheduled_items_ready(q: &dyn Queue) {
+        let now = crate::time::now_micros();
+        let hour = 3_600_000_000;
+        q.schedule(&[(item(1), now + hour), (item(2), now + hour)])
+            .await
+            .unwrap();
+        q.push(&[item(3)]).await.unwrap();
+        let moved = q.hasten(&[item(1), item(3), item(4)]).await.unwrap();
+        assert_eq!(moved, 1);
+        let mut got: Vec<String> = q
+            .pop(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.item.delivery_id)
+            .collect();
+        got.sort();
+        assert_eq!(got, ["dlv_c1", "dlv_c3"]);
+        // The other one still waits for its time; hastened twice, an item moves once.
+        assert_eq!(q.depth().await.unwrap().scheduled, 1);
+        assert_eq!(q.hasten(&[item(1)]).await.unwrap(), 0);
+        assert_eq!(q.promote_due(now).await.unwrap(), 0);
     }
 }

@@ -96,6 +96,23 @@ end
 return #due
 ";
 
+/// Moves the given members of the sorted set that are still in it to the stream, due or
+/// not (see `Queue::hasten`).
+///
+/// KEYS[1] = scheduled sorted set, KEYS[2] = ready stream; ARGV = members.
+/// Returns how many moved.
+const HASTEN_SCRIPT: &str = r"
+local moved = 0
+for _, member in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[1], member) == 1 then
+    local sep = string.find(member, '|', 1, true)
+    redis.call('XADD', KEYS[2], '*', 'd', string.sub(member, 1, sep - 1), 'e', string.sub(member, sep + 1))
+    moved = moved + 1
+  end
+end
+return moved
+";
+
 /// Adds retries to the sorted set, keeping at most a bound of them (the earliest due) and
 /// none due after what is left out.
 ///
@@ -201,6 +218,7 @@ pub struct RedisQueue {
     consumer: String,
     lease: Duration,
     promote: Script,
+    hasten: Script,
     schedule: Script,
     refill: Script,
     mark_spilled: Script,
@@ -335,6 +353,7 @@ impl RedisQueue {
             consumer: consumer.to_owned(),
             lease,
             promote: Script::new(PROMOTE_SCRIPT),
+            hasten: Script::new(HASTEN_SCRIPT),
             schedule: Script::new(SCHEDULE_SCRIPT),
             refill: Script::new(REFILL_SCRIPT),
             mark_spilled: Script::new(MARK_SPILLED_SCRIPT),
@@ -568,6 +587,23 @@ impl Queue for RedisQueue {
             }
         }
         Ok(())
+    }
+
+    async fn hasten(&self, items: &[QueueItem]) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let mut moved = 0;
+        for chunk in items.chunks(SCHEDULE_CHUNK) {
+            let mut invocation = self.hasten.prepare_invoke();
+            invocation.key(&self.keys.scheduled).key(&self.keys.ready);
+            for item in chunk {
+                invocation.arg(format!("{}|{}", item.delivery_id, item.endpoint_id));
+            }
+            moved += invocation
+                .invoke_async::<u64>(&mut conn)
+                .await
+                .map_err(redis_error)?;
+        }
+        Ok(moved)
     }
 
     async fn refill_room(&self) -> Result<Option<u64>> {
@@ -1320,6 +1356,14 @@ mod tests {
         let got = b.pop(10, Duration::from_millis(100)).await.unwrap();
         assert_eq!(ids(&got), ["dlv_00001"]);
         b.ack(&got).await.unwrap();
+        cleanup(&p).await;
+    }
+
+    #[tokio::test]
+    async fn hasten_makes_only_scheduled_items_ready() {
+        let p = prefix();
+        let q = fresh(&p, "c2", LONG).await;
+        super::super::contract::hasten_makes_only_scheduled_items_ready(&q).await;
         cleanup(&p).await;
     }
 

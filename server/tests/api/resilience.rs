@@ -6,7 +6,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -1279,6 +1279,8 @@ async fn bounded_schedule_spills_retries_to_the_database_and_loses_none() {
 /// records the most requests it had in flight at once, and each event it was sent.
 struct SlowReceiver {
     addr: std::net::SocketAddr,
+    /// How long each request takes, in milliseconds (`set_delay`).
+    delay_ms: Arc<AtomicU64>,
     in_flight: Arc<AtomicUsize>,
     max_in_flight: Arc<AtomicUsize>,
     failing: Arc<std::sync::atomic::AtomicBool>,
@@ -1290,18 +1292,21 @@ impl SlowReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let receiver = SlowReceiver {
             addr: listener.local_addr().unwrap(),
+            delay_ms: Arc::new(AtomicU64::new(delay.as_millis() as u64)),
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
             failing: Arc::default(),
             requests: Arc::default(),
         };
-        let (in_flight, max, failing, requests) = (
+        let (delay_ms, in_flight, max, failing, requests) = (
+            receiver.delay_ms.clone(),
             receiver.in_flight.clone(),
             receiver.max_in_flight.clone(),
             receiver.failing.clone(),
             receiver.requests.clone(),
         );
         let app = axum::Router::new().fallback(move || {
+            let delay = Duration::from_millis(delay_ms.load(Ordering::SeqCst));
             let (in_flight, max, failing, requests) = (
                 in_flight.clone(),
                 max.clone(),
@@ -1327,6 +1332,12 @@ impl SlowReceiver {
 
     fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// How long the requests that arrive from now on take.
+    fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Waits until at least `n` requests arrived.
@@ -1464,5 +1475,74 @@ async fn a_burst_beyond_a_fast_endpoints_line_waits_beside_it() {
         parked > 0.0,
         "deliveries taken while the line was full were parked beside it: {parked} parked, {} put back in the queue",
         value(&metrics, deferred, &[("to", "queue")])
+    );
+}
+
+/// Deliveries put back in the queue because a slow endpoint's line was full are sent as
+/// soon as the line drains, not at the time guessed from the slow requests: an endpoint
+/// that speeds up (a machine that was busy publishing the burst) is not left idle while
+/// they wait.
+#[tokio::test]
+async fn deliveries_put_back_for_a_full_line_are_sent_once_it_drains() {
+    const BURST: usize = 300;
+    // 2 requests of 200 ms in flight: a line of what is worked through in half a lease
+    // (10 s) holds 100, and the rest of the burst is put back for the line's drain time
+    // as guessed then, about 10 s.
+    let receiver = SlowReceiver::start(Duration::from_millis(200)).await;
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        c.metrics_addr = Some(([127, 0, 0, 1], 0).into());
+        c.endpoint_concurrency = 2;
+        c.endpoint_concurrency_max = 2;
+        c.webhook_timeout_secs = 1;
+        c.delivery_lease_secs = Some(20);
+    })
+    .await;
+    let api = Api::new(&app, app.tenant("acme").await).await;
+    let endpoint = api.create_endpoint(&receiver.url()).await;
+    api.publish("warm-up").await;
+    receiver
+        .wait_requests("the warm-up delivery", 1, Duration::from_secs(20))
+        .await;
+
+    let mut events = api.events.clone();
+    for b in 0..BURST / 100 {
+        let batch = (b * 100..(b + 1) * 100)
+            .map(|i| publish_request(EVENT, &format!("burst-{i}")))
+            .collect();
+        events
+            .publish_batch(authed(
+                &api.keys.publisher,
+                PublishBatchRequest { events: batch },
+            ))
+            .await
+            .expect("publish a batch");
+    }
+    let deferred = "herald_deliveries_deferred_total";
+    eventually(
+        "deliveries put back in the queue",
+        Duration::from_secs(20),
+        || async {
+            let put_back = value(&scrape(&app).await, deferred, &[("to", "queue")]);
+            if put_back > 0.0 {
+                Ok(())
+            } else {
+                Err("none yet".to_string())
+            }
+        },
+    )
+    .await;
+    receiver.set_delay(Duration::ZERO);
+    let fast_since = Instant::now();
+    api.wait_delivered(&endpoint, BURST + 1, Duration::from_secs(60))
+        .await;
+    let took = fast_since.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "the put-back deliveries waited {took:?} after the line drained"
+    );
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        BURST + 1,
+        "one request per delivery"
     );
 }
