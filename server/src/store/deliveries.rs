@@ -4,8 +4,10 @@
 use std::{collections::HashMap, sync::Arc};
 
 use sea_orm::{
-    ActiveValue::Set, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait, prelude::*, sea_query::Query,
+    ActiveValue::Set,
+    Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    prelude::*,
+    sea_query::{LockBehavior, LockType, Query},
 };
 
 use super::{
@@ -179,11 +181,16 @@ impl Store {
              FROM target LEFT JOIN claimed ON claimed.id = target.id
                   LEFT JOIN events e ON e.id = claimed.event_id"
         );
-        let wanted: Vec<(String, i64)> = start_now
+        let mut wanted: Vec<(String, i64)> = start_now
             .into_iter()
             .map(|id| (id, lock_now))
             .chain(in_line.into_iter().map(|id| (id, lock_line)))
             .collect();
+        // Rows are locked in the order of the list: in one order for every statement that
+        // updates several (claims, records, the reconciler's sweep by primary key), two
+        // that share rows wait for each other instead of deadlocking. A row can be in two
+        // claims at once: a queue entry for it is parked while a refill schedules it again.
+        wanted.sort_unstable();
         let run = |wanted: Vec<(String, i64)>| {
             let (ids, locks): (Vec<String>, Vec<i64>) = wanted.into_iter().unzip();
             let values = vec![
@@ -299,7 +306,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = now_micros();
-        let all: Vec<&AttemptRecord> = records.iter().collect();
+        // In the order claims lock rows (see `claim_for_attempts`).
+        let mut all: Vec<&AttemptRecord> = records.iter().collect();
+        all.sort_unstable_by(|a, b| a.delivery.id.cmp(&b.delivery.id));
         let quiet = records
             .iter()
             .all(|r| matches!(r.decision.endpoint, EndpointChange::None));
@@ -478,10 +487,24 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let mut still_pending = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::Id)
+            .filter(delivery::Column::Id.is_in(rows.iter().map(|(id, _)| id.clone())))
+            .filter(delivery::Column::Status.is_in(status::PENDING));
+        if pg::is_postgres(&self.db) {
+            // A row a claim or a record holds is being attempted: it is left alone rather
+            // than waited for. Waiting, with rows locked in another order than the
+            // claim's, deadlocked now and then against a claim of the same rows (a
+            // refill scheduled them while their queue entries were parked).
+            still_pending =
+                still_pending.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
         delivery::Entity::update_many()
             .col_expr(delivery::Column::NextAttemptAt, Expr::value(now))
-            .filter(delivery::Column::Id.is_in(rows.iter().map(|(id, _)| id.clone())))
-            .filter(delivery::Column::Status.is_in(status::PENDING))
+            .filter(
+                delivery::Column::Id.in_subquery(sea_orm::QueryTrait::into_query(still_pending)),
+            )
             .exec(&self.db)
             .await?;
         Ok(rows
