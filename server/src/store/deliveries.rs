@@ -189,7 +189,8 @@ impl Store {
         // Rows are locked in the order of the list: in one order for every statement that
         // updates several (claims, records, the reconciler's sweep by primary key), two
         // that share rows wait for each other instead of deadlocking. A row can be in two
-        // claims at once: a queue entry for it is parked while a refill schedules it again.
+        // claims at once: a queue entry for it is parked while a refill schedules it again,
+        // and the sweep takes a row that waited unclaimed long past its due time.
         wanted.sort_unstable();
         let run = |wanted: Vec<(String, i64)>| {
             let (ids, locks): (Vec<String>, Vec<i64>) = wanted.into_iter().unzip();
@@ -495,8 +496,8 @@ impl Store {
         if pg::is_postgres(&self.db) {
             // A row a claim or a record holds is being attempted: it is left alone rather
             // than waited for. Waiting, with rows locked in another order than the
-            // claim's, deadlocked now and then against a claim of the same rows (a
-            // refill scheduled them while their queue entries were parked).
+            // claim's, deadlocked now and then against a claim of the same rows (retries
+            // that waited unclaimed beside a full line, long past their due time).
             still_pending =
                 still_pending.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
