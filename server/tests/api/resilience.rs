@@ -1417,6 +1417,28 @@ async fn endpoint_limit_grows_with_successes_and_falls_back_on_failures() {
 /// takes from the queue meanwhile waits beside the line, in memory, instead of going back
 /// to the queue for a guessed while, and feeds the line as it drains. Every delivery
 /// arrives once.
+/// An app on PostgreSQL (with a metrics listener) whose endpoints take 2 requests at
+/// once, no more, with leases of `lease_secs`, and one endpoint at `receiver` whose speed
+/// is known: a warm-up delivery went through (an unknown one's overflow goes back to the
+/// queue).
+async fn two_at_a_time(receiver: &SlowReceiver, lease_secs: u64) -> (TestApp, Api, String) {
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        c.metrics_addr = Some(([127, 0, 0, 1], 0).into());
+        c.endpoint_concurrency = 2;
+        c.endpoint_concurrency_max = 2;
+        c.webhook_timeout_secs = 1;
+        c.delivery_lease_secs = Some(lease_secs);
+    })
+    .await;
+    let api = Api::new(&app, app.tenant("acme").await).await;
+    let endpoint = api.create_endpoint(&receiver.url()).await;
+    api.publish("warm-up").await;
+    receiver
+        .wait_requests("the warm-up delivery", 1, Duration::from_secs(20))
+        .await;
+    (app, api, endpoint)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_a_fast_endpoints_line_waits_beside_it() {
     const EVENTS: usize = 4_000;
@@ -1425,22 +1447,7 @@ async fn a_burst_beyond_a_fast_endpoints_line_waits_beside_it() {
     // A line holds what the endpoint works through in half a lease (3 s here): about
     // 2,400 deliveries at 2 requests of 2.5 ms in flight, less than the burst.
     let receiver = SlowReceiver::start(Duration::from_millis(2)).await;
-    let app = spawn_app_with(Backend::Postgres, |c| {
-        c.metrics_addr = Some(([127, 0, 0, 1], 0).into());
-        c.endpoint_concurrency = 2;
-        c.endpoint_concurrency_max = 2;
-        c.webhook_timeout_secs = 1;
-        c.delivery_lease_secs = Some(6);
-    })
-    .await;
-    let api = Api::new(&app, app.tenant("acme").await).await;
-    let endpoint = api.create_endpoint(&receiver.url()).await;
-    // The endpoint's speed is known before the burst (an unknown one's backlog goes back
-    // to the queue).
-    api.publish("warm-up").await;
-    receiver
-        .wait_requests("the warm-up delivery", 1, Duration::from_secs(20))
-        .await;
+    let (app, api, endpoint) = two_at_a_time(&receiver, 6).await;
 
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
@@ -1489,20 +1496,7 @@ async fn deliveries_put_back_for_a_full_line_are_sent_once_it_drains() {
     // (10 s) holds 100, and the rest of the burst is put back for the line's drain time
     // as guessed then, about 10 s.
     let receiver = SlowReceiver::start(Duration::from_millis(200)).await;
-    let app = spawn_app_with(Backend::Postgres, |c| {
-        c.metrics_addr = Some(([127, 0, 0, 1], 0).into());
-        c.endpoint_concurrency = 2;
-        c.endpoint_concurrency_max = 2;
-        c.webhook_timeout_secs = 1;
-        c.delivery_lease_secs = Some(20);
-    })
-    .await;
-    let api = Api::new(&app, app.tenant("acme").await).await;
-    let endpoint = api.create_endpoint(&receiver.url()).await;
-    api.publish("warm-up").await;
-    receiver
-        .wait_requests("the warm-up delivery", 1, Duration::from_secs(20))
-        .await;
+    let (app, api, endpoint) = two_at_a_time(&receiver, 20).await;
 
     let mut events = api.events.clone();
     for b in 0..BURST / 100 {
