@@ -164,9 +164,13 @@ impl Slot {
             && self.drain_time(self.parked.len() + POP_BATCH, limit) < park_limit
     }
 
-    /// Remembers a delivery put back until `due` for a full line (see `later`). Beyond
-    /// `MAX_LATER` the one due first is forgotten: it comes back at its time.
-    pub(super) fn put_back(&mut self, item: QueueItem, due: i64) {
+    /// Remembers a delivery put back until `due` for a full line (see `later`), and
+    /// forgets those due by `now` (promoted already). Beyond `MAX_LATER` the one due
+    /// first is forgotten: it comes back at its time.
+    pub(super) fn put_back(&mut self, item: QueueItem, due: i64, now: i64) {
+        while self.later.front().is_some_and(|(_, d)| *d <= now) {
+            self.later.pop_front();
+        }
         if self.later.len() >= MAX_LATER {
             self.later.pop_front();
         }
@@ -307,10 +311,13 @@ mod tests {
         let now = 1_000_000_000;
         let mut s = slot(Some(0.001), Some(Duration::ZERO), 16);
         // Out of order: kept earliest due first.
-        s.put_back(item(2), now + 20_000_000);
-        s.put_back(item(1), now + 10_000_000);
-        s.put_back(item(3), now + 30_000_000);
-        s.put_back(item(0), now + 100_000);
+        s.put_back(item(9), now - 1, now - 2);
+        s.put_back(item(2), now + 20_000_000, now);
+        s.put_back(item(1), now + 10_000_000, now);
+        s.put_back(item(3), now + 30_000_000, now);
+        s.put_back(item(0), now + 100_000, now);
+        // One due already is forgotten.
+        assert_eq!(s.later.len(), 4);
         // The line still holds enough: nothing yet.
         s.reserved = 300;
         assert!(s.hasten(1_000, 256, now, 200_000).is_empty());
@@ -326,7 +333,7 @@ mod tests {
         s.hastening = false;
         // A hanging endpoint's are left to their time.
         let mut hanging = slot(Some(0.001), Some(Duration::from_secs(2)), 16);
-        hanging.put_back(item(5), now + 10_000_000);
+        hanging.put_back(item(5), now + 10_000_000, now);
         assert!(hanging.hasten(1_000, 256, now, 200_000).is_empty());
         assert_eq!(s.hasten(1_000, 256, now, 200_000), vec![item(3)]);
     }
@@ -335,7 +342,7 @@ mod tests {
     fn put_back_memory_is_bounded() {
         let mut s = slot(Some(0.001), Some(Duration::ZERO), 0);
         for n in 0..MAX_LATER as u32 + 10 {
-            s.put_back(item(n), i64::from(n));
+            s.put_back(item(n), i64::from(n), 0);
         }
         assert_eq!(s.later.len(), MAX_LATER);
         // The first due were forgotten.

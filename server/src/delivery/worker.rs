@@ -21,8 +21,9 @@
 //! likely worked through what it holds (a minute at most), so a slow or dead endpoint's
 //! backlog neither blocks the loop nor fills memory, and other endpoints are never held
 //! up. That wait is a guess; a flowing endpoint whose line drains sooner has what it put
-//! back made ready at once (`Worker::hasten`). A stuck endpoint's new deliveries skip that trip: the publish schedules them for
-//! when a dispatch would have put them back (`Worker::deferrals`). Recording an attempt
+//! back made ready at once (`Worker::hasten`). A stuck endpoint's new deliveries skip
+//! that trip: the publish schedules them for when a dispatch would have put them back
+//! (`Worker::deferrals`). Recording an attempt
 //! happens off the endpoint's slot: finished
 //! attempts go to the `recorder`, which writes them in batches while the next requests
 //! are already under way.
@@ -650,9 +651,15 @@ impl Worker {
             return;
         }
         let before = slot.later.len();
-        slot.put_back(item.clone(), due);
-        self.later_total
-            .fetch_add(slot.later.len() - before, Ordering::Relaxed);
+        slot.put_back(item.clone(), due, now_micros());
+        let after = slot.later.len();
+        if after >= before {
+            self.later_total
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.later_total
+                .fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// Makes ready at once the deliveries this endpoint put back for a full line, once
