@@ -187,8 +187,8 @@ impl Store {
             .chain(in_line.into_iter().map(|id| (id, lock_line)))
             .collect();
         // Rows are locked in the order of the list: in one order for every statement that
-        // updates several (claims, records, the reconciler's sweep by primary key), two
-        // that share rows wait for each other instead of deadlocking. A row can be in two
+        // updates several (claims and records; the reconciler's sweep skips locked rows),
+        // two that share rows wait for each other instead of deadlocking. A row can be in two
         // claims at once: a queue entry for it is parked while a refill schedules it again,
         // and the sweep takes a row that waited unclaimed long past its due time.
         wanted.sort_unstable();
