@@ -20,13 +20,13 @@
 //! can be claimed within a quarter lease) is put back in the queue until the endpoint has
 //! likely worked through what it holds (a minute at most), so a slow or dead endpoint's
 //! backlog neither blocks the loop nor fills memory, and other endpoints are never held
-//! up. That wait is a guess; a flowing endpoint whose line drains sooner has what it put
-//! back made ready at once (`Worker::hasten`). A stuck endpoint's new deliveries skip
-//! that trip: the publish schedules them for when a dispatch would have put them back
-//! (`Worker::deferrals`). Recording an attempt
-//! happens off the endpoint's slot: finished
-//! attempts go to the `recorder`, which writes them in batches while the next requests
-//! are already under way.
+//! up. That wait is a guess; an endpoint whose line drains sooner, its requests
+//! finishing, has what it put back made ready at once (`Worker::hasten`), a stuck one's
+//! once it answers again. A stuck
+//! endpoint's new deliveries skip that trip: the publish schedules them for when a
+//! dispatch would have put them back (`Worker::deferrals`). Recording an attempt happens
+//! off the endpoint's slot: finished attempts go to the `recorder`, which writes them in
+//! batches while the next requests are already under way.
 
 use std::{
     collections::HashMap,
@@ -323,26 +323,32 @@ impl Worker {
     /// and its line full. The publish's pusher schedules those for that time instead of
     /// pushing them, sparing a pop, a put-back and an ack per delivery that could not be
     /// sent anyway: a hanging endpoint's share of the work beside the healthy ones (d).
-    /// A stuck endpoint is not flowing, so nothing would have been parked.
+    /// A stuck endpoint is not flowing, so nothing would have been parked. They are
+    /// remembered as put back (`Slot::later`): should the endpoint answer again sooner
+    /// than guessed, they are made ready once its line drains.
     pub(super) fn deferrals(&self, items: &[QueueItem]) -> Vec<Option<i64>> {
         if self.stopped.load(Ordering::Relaxed) {
             return vec![None; items.len()];
         }
         let cap = self.config.endpoint_concurrency;
         let now = now_micros();
-        let slots = self.lock_slots();
+        let mut slots = self.lock_slots();
         items
             .iter()
             .map(|item| {
-                let slot = slots.get(&item.endpoint_id)?;
+                let slot = slots.get_mut(&item.endpoint_id)?;
                 if !slot.stuck() {
                     return None;
                 }
                 let load = slot.load();
                 let limit = slot.limit(cap);
-                self.no_place(slot, load, limit).then(|| {
-                    now + micros(slot.busy_delay(load, limit, self.config.busy_endpoint_delay))
-                })
+                if !self.no_place(slot, load, limit) {
+                    return None;
+                }
+                let due =
+                    now + micros(slot.busy_delay(load, limit, self.config.busy_endpoint_delay));
+                self.put_back(slot, item, due);
+                Some(due)
             })
             .collect()
     }
@@ -643,11 +649,12 @@ impl Worker {
         });
     }
 
-    /// Remembers a delivery put back for `slot`'s full line (see `Slot::later`), if its
-    /// requests are finishing (a hanging endpoint's are not hastened) and within the
-    /// bound of all slots together.
+    /// Remembers a delivery put back for `slot`'s full line (see `Slot::later`), within
+    /// the bound of all slots together. A stuck endpoint's too: they are hastened once its
+    /// requests finish again (its wait was guessed from how long they had gone
+    /// unanswered, which says nothing of an endpoint that was only slow to start).
     fn put_back(&self, slot: &mut Slot, item: &QueueItem, due: i64) {
-        if !slot.flowing() || self.later_total.load(Ordering::Relaxed) >= MAX_LATER_TOTAL {
+        if self.later_total.load(Ordering::Relaxed) >= MAX_LATER_TOTAL {
             return;
         }
         let before = slot.later.len();

@@ -1034,6 +1034,63 @@ async fn a_hanging_endpoints_new_deliveries_wait_in_the_schedule() {
     assert_eq!(receiver.received().len(), 2);
 }
 
+/// Deliveries held back for an endpoint that seemed to hang (requests in flight, none
+/// answered for seconds) are sent as soon as it answers again and its line drains, not
+/// at the time guessed while it was stuck: the endpoint was only slow to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_held_back_for_a_stuck_endpoint_are_sent_once_it_answers() {
+    const LATER: usize = 20;
+    // Two requests of 5 s in flight and a line of four. Published 3 s into them, the
+    // rest is held back for three rounds of those 3 s: 9 s, about 7 s past their end.
+    let receiver = SlowReceiver::start(Duration::from_secs(5)).await;
+    let app = spawn_app_with(Backend::Postgres, |c| {
+        c.endpoint_concurrency = 2;
+        c.endpoint_concurrency_max = 2;
+        c.webhook_timeout_secs = 10;
+        c.requeue_after_secs = 3600;
+    })
+    .await;
+    let api = Api::new(&app, app.tenant("acme").await).await;
+    let endpoint = api.create_endpoint(&receiver.url()).await;
+    for i in 0..6 {
+        api.publish(&format!("fill-{i}")).await;
+    }
+    receiver
+        .wait_requests("the first two requests", 2, Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..LATER {
+        api.publish(&format!("later-{i}")).await;
+    }
+    eventually(
+        "the new deliveries held back",
+        Duration::from_secs(10),
+        || async {
+            let (_, scheduled) = redis_backlog(&app).await;
+            if scheduled as usize >= LATER {
+                Ok(())
+            } else {
+                Err(format!("{scheduled} scheduled"))
+            }
+        },
+    )
+    .await;
+    receiver.set_delay(Duration::ZERO);
+    let fast_since = Instant::now();
+    api.wait_delivered(&endpoint, 6 + LATER, Duration::from_secs(60))
+        .await;
+    let took = fast_since.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the held-back deliveries waited {took:?} after the endpoint answered"
+    );
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        6 + LATER,
+        "one request per delivery"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_mid_run_loses_no_delivery() {
     const EVENTS: usize = 100;
