@@ -973,6 +973,19 @@ async fn wait_distinct(receiver: &Receiver, n: usize, timeout: Duration) -> Hash
     .await
 }
 
+/// Waits until the app's queue schedule holds at least `n` deliveries.
+async fn wait_scheduled(app: &TestApp, what: &str, n: usize) {
+    eventually(what, Duration::from_secs(10), || async {
+        let (_, scheduled) = redis_backlog(app).await;
+        if scheduled as usize >= n {
+            Ok(())
+        } else {
+            Err(format!("{scheduled} scheduled"))
+        }
+    })
+    .await;
+}
+
 /// Entries ever added to the ready stream.
 async fn ready_entries_added(app: &TestApp) -> i64 {
     let info: HashMap<String, redis::Value> = redis::cmd("XINFO")
@@ -1015,19 +1028,7 @@ async fn a_hanging_endpoints_new_deliveries_wait_in_the_schedule() {
     for i in 0..LATER {
         assert_eq!(api.publish(&format!("later-{i}")).await.deliveries, 1);
     }
-    eventually(
-        "the new deliveries scheduled",
-        Duration::from_secs(10),
-        || async {
-            let (_, scheduled) = redis_backlog(&app).await;
-            if scheduled as usize >= LATER {
-                Ok(())
-            } else {
-                Err(format!("{scheduled} scheduled"))
-            }
-        },
-    )
-    .await;
+    wait_scheduled(&app, "the new deliveries scheduled", LATER).await;
     // Not one went through the ready stream (the hanging requests last a minute, and
     // the first of the scheduled ones is due seconds from now).
     assert_eq!(ready_entries_added(&app).await, added);
@@ -1062,19 +1063,7 @@ async fn deliveries_held_back_for_a_stuck_endpoint_are_sent_once_it_answers() {
     for i in 0..LATER {
         api.publish(&format!("later-{i}")).await;
     }
-    eventually(
-        "the new deliveries held back",
-        Duration::from_secs(10),
-        || async {
-            let (_, scheduled) = redis_backlog(&app).await;
-            if scheduled as usize >= LATER {
-                Ok(())
-            } else {
-                Err(format!("{scheduled} scheduled"))
-            }
-        },
-    )
-    .await;
+    wait_scheduled(&app, "the new deliveries held back", LATER).await;
     receiver.set_delay(Duration::ZERO);
     let fast_since = Instant::now();
     api.wait_delivered(&endpoint, 6 + LATER, Duration::from_secs(60))
