@@ -91,6 +91,9 @@ const CLAIM_MARGIN: Duration = Duration::from_secs(1);
 const MAX_PARKED_TOTAL: usize = 4 * MAX_PARKED;
 /// The most put-back deliveries remembered by all endpoints together (see `Slot::later`).
 const MAX_LATER_TOTAL: usize = 4 * MAX_LATER;
+/// The most of those that stuck endpoints may hold: a few hanging endpoints with large
+/// backlogs must not leave no room for endpoints whose requests are finishing.
+const MAX_LATER_STUCK: usize = MAX_LATER_TOTAL / 2;
 /// How often parked deliveries are looked at when no request of their endpoint finishes.
 const PARK_SWEEP_EVERY: Duration = Duration::from_millis(100);
 
@@ -650,11 +653,17 @@ impl Worker {
     }
 
     /// Remembers a delivery put back for `slot`'s full line (see `Slot::later`), within
-    /// the bound of all slots together. A stuck endpoint's too: they are hastened once its
+    /// the bound of all slots together (half of it for endpoints whose requests are not
+    /// finishing). A stuck endpoint's too: they are hastened once its
     /// requests finish again (its wait was guessed from how long they had gone
     /// unanswered, which says nothing of an endpoint that was only slow to start).
     fn put_back(&self, slot: &mut Slot, item: &QueueItem, due: i64) {
-        if self.later_total.load(Ordering::Relaxed) >= MAX_LATER_TOTAL {
+        let bound = if slot.flowing() {
+            MAX_LATER_TOTAL
+        } else {
+            MAX_LATER_STUCK
+        };
+        if self.later_total.load(Ordering::Relaxed) >= bound {
             return;
         }
         let before = slot.later.len();
