@@ -22,11 +22,11 @@
 //! backlog neither blocks the loop nor fills memory, and other endpoints are never held
 //! up. That wait is a guess; an endpoint whose line drains sooner, its requests
 //! finishing, has what it put back made ready at once (`Worker::hasten`), a stuck one's
-//! once it answers again. A stuck
-//! endpoint's new deliveries skip that trip: the publish schedules them for when a
-//! dispatch would have put them back (`Worker::deferrals`). Recording an attempt happens
-//! off the endpoint's slot: finished attempts go to the `recorder`, which writes them in
-//! batches while the next requests are already under way.
+//! once it answers again. A stuck endpoint's new deliveries skip that trip: the publish
+//! schedules them for when a dispatch would have put them back (`Worker::deferrals`).
+//! Recording an attempt happens off the endpoint's slot: finished attempts go to the
+//! `recorder`, which writes them in batches while the next requests are already under
+//! way.
 
 use std::{
     collections::HashMap,
@@ -654,9 +654,9 @@ impl Worker {
 
     /// Remembers a delivery put back for `slot`'s full line (see `Slot::later`), within
     /// the bound of all slots together (half of it for endpoints whose requests are not
-    /// finishing). A stuck endpoint's too: they are hastened once its
-    /// requests finish again (its wait was guessed from how long they had gone
-    /// unanswered, which says nothing of an endpoint that was only slow to start).
+    /// finishing). A stuck endpoint's too: they are hastened once its requests finish
+    /// again (its wait was guessed from how long they had gone unanswered, which says
+    /// nothing of an endpoint that was only slow to start).
     fn put_back(&self, slot: &mut Slot, item: &QueueItem, due: i64) {
         let bound = if slot.flowing() {
             MAX_LATER_TOTAL
