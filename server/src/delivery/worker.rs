@@ -418,7 +418,7 @@ impl Worker {
                 slots.retain(|_, s| {
                     let keep = s.busy();
                     if !keep {
-                        self.later_total.fetch_sub(s.later.len(), Ordering::Relaxed);
+                        self.later_changed(s.later.len(), 0);
                     }
                     keep
                 });
@@ -668,7 +668,12 @@ impl Worker {
         }
         let before = slot.later.len();
         slot.put_back(item.clone(), due, now_micros());
-        let after = slot.later.len();
+        self.later_changed(before, slot.later.len());
+    }
+
+    /// Keeps `later_total` in step with a slot's `later` that went from `before` entries
+    /// to `after`.
+    fn later_changed(&self, before: usize, after: usize) {
         if after >= before {
             self.later_total
                 .fetch_add(after - before, Ordering::Relaxed);
@@ -701,8 +706,7 @@ impl Worker {
         let low = POP_BATCH.max(2 * limit);
         let before = slot.later.len();
         let items = slot.hasten(room, low, now_micros(), micros(PROMOTE_EVERY));
-        self.later_total
-            .fetch_sub(before - slot.later.len(), Ordering::Relaxed);
+        self.later_changed(before, slot.later.len());
         if items.is_empty() {
             return;
         }
@@ -757,8 +761,8 @@ impl Worker {
                         let load = slot.load() + slot.parked.len();
                         let wait = slot.busy_delay(load, limit, self.config.busy_endpoint_delay);
                         let due = now_micros() + micros(wait);
-                        let drained: Vec<_> = slot.parked.drain(..n).collect();
-                        for (lease, _) in drained {
+                        let overdue: Vec<_> = slot.parked.drain(..n).collect();
+                        for (lease, _) in overdue {
                             self.put_back(slot, &lease.item, due);
                             stale.push((lease, wait));
                         }
