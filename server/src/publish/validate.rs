@@ -23,18 +23,20 @@ pub const MAX_ENVIRONMENT: usize = 64;
 const TOP_LEVEL: [&str; 5] = ["data", "meta", "links", "included", "jsonapi"];
 
 /// Validates `req` for `tenant_id` (already authorised). `max_payload` is in bytes.
-pub fn validate(tenant_id: &str, req: PublishRequest, max_payload: usize) -> Result<NewEvent> {
+pub fn validate(tenant_id: &str, mut req: PublishRequest, max_payload: usize) -> Result<NewEvent> {
+    req.omit_payload = true;
     validate_keeping_payload(tenant_id, req, max_payload).map(|(event, _)| event)
 }
 
 /// [`validate`], also returning the payload encoded as a `google.protobuf.Struct` (the
 /// one given, or encoded from the JSON already parsed), for the answer to carry without
-/// a second parse of the payload (see `wire`).
+/// a second parse of the payload (see `wire`); `None` when the publisher asked for an
+/// answer without it (`omit_payload`).
 pub fn validate_keeping_payload(
     tenant_id: &str,
     req: PublishRequest,
     max_payload: usize,
-) -> Result<(NewEvent, Bytes)> {
+) -> Result<(NewEvent, Option<Bytes>)> {
     let info = catalog().resolve("", req.r#type, &req.type_name)?;
     validate_environment("environment", &req.environment)?;
     let occurred_at = req
@@ -90,10 +92,11 @@ pub fn validate_keeping_payload(
     check_document(field, &json, info)?;
     // The payload as a publish's answer echoes it: the publisher's Struct, or the JSON
     // encoded as one directly (a valid document is an object).
-    let payload = match (given, &json) {
-        (Some(s), _) => s.encode_to_vec().into(),
-        (None, Json::Object(map)) => wire::structs::encode(map),
-        (None, _) => Bytes::new(),
+    let payload = match (req.omit_payload, given, &json) {
+        (true, _, _) => None,
+        (false, Some(s), _) => Some(s.encode_to_vec().into()),
+        (false, None, Json::Object(map)) => Some(wire::structs::encode(map)),
+        (false, None, _) => Some(Bytes::new()),
     };
 
     let event = NewEvent {
@@ -147,23 +150,24 @@ fn check_document(field: &str, json: &Json, info: &EventTypeInfo) -> Result<()> 
     {
         return Err(Error::invalid(format!("{field}.meta"), "must be an object"));
     }
-    let data_field = format!("{field}.data");
+    // Field names are formatted only for an error: a valid event formats none.
+    let data_field = || format!("{field}.data");
     match (doc.get("data"), info.is_list()) {
-        (None, _) => Err(Error::invalid(data_field, "is required")),
+        (None, _) => Err(Error::invalid(data_field(), "is required")),
         (Some(Json::Array(items)), true) => {
             if items.is_empty() {
                 return Err(Error::invalid(
-                    data_field,
+                    data_field(),
                     format!("must list at least one {} object", info.resource_type),
                 ));
             }
             for (i, item) in items.iter().enumerate() {
-                check_resource(&format!("{data_field}[{i}]"), item, info)?;
+                check_resource(&|| format!("{field}.data[{i}]"), item, info)?;
             }
             Ok(())
         }
         (Some(_), true) => Err(Error::invalid(
-            data_field,
+            data_field(),
             format!(
                 "must be a list of {} objects for {}",
                 info.resource_type, info.name
@@ -171,21 +175,25 @@ fn check_document(field: &str, json: &Json, info: &EventTypeInfo) -> Result<()> 
         )),
         (Some(item @ Json::Object(_)), false) => check_resource(&data_field, item, info),
         (Some(_), false) => Err(Error::invalid(
-            data_field,
+            data_field(),
             format!("must be a {} object for {}", info.resource_type, info.name),
         )),
     }
 }
 
-fn check_resource(field: &str, item: &Json, info: &EventTypeInfo) -> Result<()> {
+/// `field` names the resource, formatted only for an error.
+fn check_resource(field: &dyn Fn() -> String, item: &Json, info: &EventTypeInfo) -> Result<()> {
     let Json::Object(resource) = item else {
-        return Err(Error::invalid(field, "must be a JSON:API resource object"));
+        return Err(Error::invalid(
+            field(),
+            "must be a JSON:API resource object",
+        ));
     };
     match resource.get("type") {
         Some(Json::String(ty)) if info.accepts_resource_type(ty) => {}
         Some(Json::String(ty)) => {
             return Err(Error::invalid(
-                format!("{field}.type"),
+                format!("{}.type", field()),
                 format!(
                     "is '{}', but {} carries '{}'",
                     ids::truncate(ty, 80),
@@ -196,7 +204,7 @@ fn check_resource(field: &str, item: &Json, info: &EventTypeInfo) -> Result<()> 
         }
         _ => {
             return Err(Error::invalid(
-                format!("{field}.type"),
+                format!("{}.type", field()),
                 format!("is required (a string: '{}')", info.resource_type),
             ));
         }
@@ -205,7 +213,7 @@ fn check_resource(field: &str, item: &Json, info: &EventTypeInfo) -> Result<()> 
         Some(Json::String(id)) if !id.is_empty() => {}
         _ => {
             return Err(Error::invalid(
-                format!("{field}.id"),
+                format!("{}.id", field()),
                 "is required (a non-empty string)",
             ));
         }
@@ -215,7 +223,7 @@ fn check_resource(field: &str, item: &Json, info: &EventTypeInfo) -> Result<()> 
             && !value.is_object()
         {
             return Err(Error::invalid(
-                format!("{field}.{member}"),
+                format!("{}.{member}", field()),
                 "must be an object",
             ));
         }
