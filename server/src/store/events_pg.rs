@@ -17,12 +17,14 @@
 //! what their attempts read of endpoints and tenants: they go to the worker in memory,
 //! without the queue's round trips or a claim (see `delivery::handoff`).
 
-use sea_orm::{ConnectionTrait, FromQueryResult};
+use sea_orm::{
+    DatabaseConnection, DbErr, RuntimeErr,
+    sqlx::{self, PgPool},
+};
 
 use super::{
     entities::{delivery, event},
     events::{Committed, NewEvent, Taken, Takeover, idempotency_token},
-    pg,
     subscribers::Subscribers,
 };
 use crate::{
@@ -34,8 +36,8 @@ use crate::{
 
 /// Builds and runs the batch; `None` when the endpoint set changed under it twice in a
 /// row (the caller then takes the transaction path).
-pub(super) async fn commit<C: ConnectionTrait>(
-    conn: &C,
+pub(super) async fn commit(
+    conn: &DatabaseConnection,
     subscribers: &mut Subscribers,
     events: &[NewEvent],
     now: i64,
@@ -47,12 +49,11 @@ pub(super) async fn commit<C: ConnectionTrait>(
     for _ in 0..2 {
         let version = subscribers.load(conn, &tenants).await?;
         let batch = Batch::build(subscribers, events, now, takeover);
-        let result = Outcome::find_by_statement(batch.statement(version))
-            .one(conn)
-            .await;
-        let outcome = match result {
-            Ok(Some(outcome)) => outcome,
-            Ok(None) => return Ok(None),
+        let outcome = match batch
+            .run(conn.get_postgres_connection_pool(), version)
+            .await
+        {
+            Ok(outcome) => outcome,
             Err(err) => {
                 // Say an endpoint was deleted meanwhile (its reference check, migration 6):
                 // start afresh.
@@ -72,7 +73,6 @@ pub(super) async fn commit<C: ConnectionTrait>(
     Ok(None)
 }
 
-#[derive(FromQueryResult)]
 struct Outcome {
     /// The sequence number before the batch's first; `None`: nothing stored.
     base: Option<i64>,
@@ -140,7 +140,13 @@ impl Batch {
         }
     }
 
-    fn statement(&self, version: i64) -> sea_orm::Statement {
+    /// Runs the batch's statement against `version` of the endpoints.
+    ///
+    /// Bound with sqlx directly rather than through sea-orm's `Statement`: that takes its
+    /// values as boxed `Value`s and clones them all once more before binding, so every
+    /// payload was copied three times on its way to the wire. Here the arrays borrow the
+    /// batch's own strings.
+    async fn run(&self, pool: &PgPool, version: i64) -> std::result::Result<Outcome, DbErr> {
         // `c` is empty when the version moved on: then nothing below inserts anything.
         // Data-modifying CTEs run to completion whether or not they are read, and the
         // deliveries' references are checked at the end of the statement (migration 6).
@@ -177,26 +183,49 @@ impl Batch {
                    (SELECT value FROM sequences WHERE name = 'attempts') AS attempts_version";
         let e = &self.events;
         let d = &self.deliveries;
-        let values = vec![
-            (e.len() as i64).into(),
-            version.into(),
-            self.now.into(),
-            pg::texts(e.iter().map(|e| e.id.clone())),
-            pg::texts(e.iter().map(|e| e.tenant_id.clone())),
-            pg::texts(e.iter().map(|e| e.event_type.clone())),
-            pg::texts(e.iter().map(|e| e.environment.clone())),
-            pg::bigints(e.iter().map(|e| e.occurred_at)),
-            pg::texts(e.iter().map(|e| e.payload.clone())),
-            pg::texts(d.iter().map(|d| d.id.clone())),
-            pg::texts(d.iter().map(|d| e[d.event].tenant_id.clone())),
-            pg::texts(d.iter().map(|d| e[d.event].id.clone())),
-            pg::texts(d.iter().map(|d| d.endpoint_id.clone())),
-            pg::texts(d.iter().map(|d| e[d.event].event_type.clone())),
-            pg::texts(d.iter().map(|d| d.idempotency_token.clone())),
-            status::DELIVERING.into(),
-            pg::opt_bigints(d.iter().map(|d| d.locked_until)),
-        ];
-        pg::stmt(SQL, values)
+        let texts = |f: &dyn Fn(&event::Model) -> &str| e.iter().map(f).collect::<Vec<&str>>();
+        let of_event = |f: &dyn Fn(&event::Model) -> &str| {
+            d.iter().map(|d| f(&e[d.event])).collect::<Vec<&str>>()
+        };
+        let (base, version, attempts_version) = sqlx::query_as::<_, (Option<i64>, i64, i64)>(SQL)
+            .bind(e.len() as i64)
+            .bind(version)
+            .bind(self.now)
+            .bind(texts(&|e| &e.id))
+            .bind(texts(&|e| &e.tenant_id))
+            .bind(texts(&|e| &e.event_type))
+            .bind(texts(&|e| &e.environment))
+            .bind(e.iter().map(|e| e.occurred_at).collect::<Vec<i64>>())
+            .bind(texts(&|e| &e.payload))
+            .bind(d.iter().map(|d| d.id.as_str()).collect::<Vec<&str>>())
+            .bind(of_event(&|e| &e.tenant_id))
+            .bind(of_event(&|e| &e.id))
+            .bind(
+                d.iter()
+                    .map(|d| d.endpoint_id.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(of_event(&|e| &e.event_type))
+            .bind(
+                d.iter()
+                    .map(|d| d.idempotency_token.as_str())
+                    .collect::<Vec<&str>>(),
+            )
+            .bind(status::DELIVERING)
+            // 0 stands for NULL (see `pg`).
+            .bind(
+                d.iter()
+                    .map(|d| d.locked_until.unwrap_or(0))
+                    .collect::<Vec<i64>>(),
+            )
+            .fetch_one(pool)
+            .await
+            .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(e)))?;
+        Ok(Outcome {
+            base,
+            version,
+            attempts_version,
+        })
     }
 
     /// What became of each event, now that the first has sequence number `base + 1`,
