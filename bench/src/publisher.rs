@@ -125,6 +125,9 @@ impl Caller {
             tenant_id: self.tenant_id.clone(),
             type_name: self.plan.event_type(seq).into(),
             payload_json: self.payloads.payload(seq),
+            // The harness reads only `deliveries` from the answer: the echo of each
+            // payload would cost Herald and the harness for nothing.
+            omit_payload: true,
             ..Default::default()
         }
     }

@@ -14,16 +14,22 @@ pub fn event(m: &event::Model) -> proto::Event {
     let payload = serde_json::from_str(&m.payload)
         .ok()
         .and_then(|json| json_to_struct(&json));
-    message(m, payload)
+    message(m, payload, true)
 }
 
 /// [`event`] without its `payload` `Struct`, for a caller that encodes the payload itself
 /// (see `wire::encode_event_with_payload`).
 pub fn event_without_payload(m: &event::Model) -> proto::Event {
-    message(m, None)
+    message(m, None, true)
 }
 
-fn message(m: &event::Model, payload: Option<prost_types::Struct>) -> proto::Event {
+/// [`event`] with neither `payload` nor `payload_json`: a publish's answer when the
+/// publisher asked for no echo (`omit_payload`).
+pub fn event_omitting_payload(m: &event::Model) -> proto::Event {
+    message(m, None, false)
+}
+
+fn message(m: &event::Model, payload: Option<prost_types::Struct>, json: bool) -> proto::Event {
     proto::Event {
         id: m.id.clone(),
         r#type: catalog()
@@ -36,7 +42,11 @@ fn message(m: &event::Model, payload: Option<prost_types::Struct>) -> proto::Eve
         occurred_at: Some(to_timestamp(m.occurred_at)),
         received_at: Some(to_timestamp(m.received_at)),
         payload,
-        payload_json: m.payload.clone(),
+        payload_json: if json {
+            m.payload.clone()
+        } else {
+            String::new()
+        },
         idempotency_key: m.idempotency_key.clone().unwrap_or_default(),
         cursor: encode_cursor(m.seq),
     }

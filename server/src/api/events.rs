@@ -100,14 +100,19 @@ impl EventApi {
 }
 
 /// The answer for `c`; `payload` is the request's payload encoded as a `Struct`, which a
-/// new event stored unchanged (a duplicate answers with the original's stored payload).
-fn response(c: Committed, payload: Bytes) -> PublishResponse {
+/// new event stored unchanged (a duplicate answers with the original's stored payload),
+/// or `None` for an answer without the payload (`omit_payload`).
+fn response(c: Committed, payload: Option<Bytes>) -> PublishResponse {
     let outcome = if c.duplicate {
         metrics::Published::Duplicate
     } else {
         metrics::Published::Stored
     };
     metrics::event_published(&c.event.event_type, outcome);
+    let Some(payload) = payload else {
+        let event = convert::event_omitting_payload(&c.event);
+        return PublishResponse::new(event, c.duplicate, c.deliveries);
+    };
     if c.duplicate {
         return PublishResponse::new(convert::event(&c.event), true, c.deliveries);
     }
@@ -124,14 +129,14 @@ async fn prepare(
     state: &State,
     principal: &crate::auth::Principal,
     req: PublishRequest,
-) -> Result<(NewEvent, Bytes)> {
+) -> Result<(NewEvent, Option<Bytes>)> {
     let tenant = principal.tenant_for(&req.tenant_id, Access::Publish)?;
     let prepared = publish::validate_keeping_payload(&tenant, req, state.config.max_payload_bytes)?;
     state.require_tenant(&tenant).await?;
     Ok(prepared)
 }
 
-fn single(mut committed: Vec<Committed>, payload: Bytes) -> Result<PublishResponse> {
+fn single(mut committed: Vec<Committed>, payload: Option<Bytes>) -> Result<PublishResponse> {
     committed
         .pop()
         .map(|c| response(c, payload))

@@ -648,6 +648,79 @@ async fn payload_json_is_kept_exactly(backend: Backend) {
     assert_eq!(listed[0].payload_json, text);
 }
 
+/// `omit_payload` leaves the payload out of the answer only: the event is stored, and
+/// read back, with it. A batch honours each item's choice, and a duplicate's answer too.
+async fn omit_payload_leaves_only_the_answer_without_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let keys = app.tenant("acme").await;
+    let mut events = app.events().await;
+    let text = r#"{"data":{"type":"licenses","id":"lic-o","attributes":{"n":1}}}"#;
+    let omitting = |mut r: PublishRequest| {
+        r.omit_payload = true;
+        r
+    };
+
+    let answer = publish(&mut events, &keys.publisher, omitting(license_json(text))).await;
+    let event = answer.event.expect("event");
+    assert!(event.id.starts_with("evt_"), "{}", event.id);
+    assert_eq!(event.type_name, "license.created");
+    assert_eq!(event.payload, None);
+    assert_eq!(event.payload_json, "");
+    let got = events
+        .get_event(authed(
+            &keys.subscriber,
+            GetEventRequest {
+                id: event.id.clone(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(got.payload_json, text, "stored with its payload");
+    assert!(got.payload.is_some());
+    assert_eq!(
+        got,
+        Event {
+            payload: got.payload.clone(),
+            payload_json: got.payload_json.clone(),
+            ..event
+        },
+        "the answer is the stored event but for the payload"
+    );
+
+    let results = events
+        .publish_batch(authed(
+            &keys.publisher,
+            PublishBatchRequest {
+                events: vec![
+                    omitting(publish_request("license.created", "lic-1")),
+                    publish_request("license.created", "lic-2"),
+                ],
+            },
+        ))
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    let answered = |i: usize| results[i].event.clone().expect("event");
+    assert_eq!(answered(0).payload_json, "");
+    assert_eq!(answered(0).payload, None);
+    assert!(answered(1).payload_json.contains("lic-2"));
+    assert!(answered(1).payload.is_some());
+
+    let keyed = || with_key(publish_request("license.created", "lic-k"), "order-o");
+    let first = publish(&mut events, &keys.publisher, keyed()).await;
+    assert!(first.event.expect("event").payload.is_some());
+    let again = publish(&mut events, &keys.publisher, omitting(keyed())).await;
+    assert!(again.duplicate);
+    let repeat = again.event.expect("event");
+    assert_eq!((repeat.payload, repeat.payload_json.as_str()), (None, ""));
+    let stored = all_events(&mut events, &keys.subscriber, "").await;
+    assert_eq!(stored.len(), 4);
+    assert!(stored.iter().all(|e| !e.payload_json.is_empty()));
+}
+
 // ---------------------------------------------------------------------------------
 // 4. Idempotency
 // ---------------------------------------------------------------------------------
@@ -1597,6 +1670,7 @@ both_backends!(
     publish_refuses_each_invalid_request,
     struct_payload_keeps_integers,
     payload_json_is_kept_exactly,
+    omit_payload_leaves_only_the_answer_without_it,
     idempotency_key_returns_the_original,
     idempotency_window_expires,
     deliveries_count_matching_endpoints,

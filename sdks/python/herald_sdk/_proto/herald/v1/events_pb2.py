@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from herald_sdk._proto.herald.v1 import catalog_pb2 as herald_dot_v1_dot_catalog__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/events.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17herald/v1/catalog.proto\"\xae\x03\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x14.herald.v1.EventTypeR\x04type\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12\x1b\n\ttenant_id\x18\x04 \x01(\tR\x08tenantId\x12 \n\x0b\x65nvironment\x18\x05 \x01(\tR\x0b\x65nvironment\x12;\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12;\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nreceivedAt\x12\x31\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12!\n\x0cpayload_json\x18\t \x01(\tR\x0bpayloadJson\x12\'\n\x0fidempotency_key\x18\n \x01(\tR\x0eidempotencyKey\x12\x16\n\x06\x63ursor\x18\x0b \x01(\tR\x06\x63ursor\"\xd2\x02\n\x0ePublishRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x14.herald.v1.EventTypeR\x04type\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12 \n\x0b\x65nvironment\x18\x04 \x01(\tR\x0b\x65nvironment\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x31\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12!\n\x0cpayload_json\x18\x07 \x01(\tR\x0bpayloadJson\x12\'\n\x0fidempotency_key\x18\x08 \x01(\tR\x0eidempotencyKey\"w\n\x0fPublishResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.herald.v1.EventR\x05\x65vent\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\x12\x1e\n\ndeliveries\x18\x03 \x01(\rR\ndeliveries\"H\n\x13PublishBatchRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.herald.v1.PublishRequestR\x06\x65vents\"L\n\x14PublishBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32\x1a.herald.v1.PublishResponseR\x07results\"f\n\x14PublishStreamRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12/\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.herald.v1.PublishRequestR\x05\x65vent\"<\n\x0cPublishError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xad\x01\n\x15PublishStreamResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12:\n\tpublished\x18\x02 \x01(\x0b\x32\x1a.herald.v1.PublishResponseH\x00R\tpublished\x12/\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.herald.v1.PublishErrorH\x00R\x05\x65rrorB\x08\n\x06result\"\x81\x02\n\x10SubscribeRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x18\n\x07\x66ilters\x18\x02 \x03(\tR\x07\x66ilters\x12 \n\x0b\x65nvironment\x18\x03 \x01(\tR\x0b\x65nvironment\x12\x14\n\x04live\x18\x04 \x01(\x08H\x00R\x04live\x12\x1c\n\x08\x65\x61rliest\x18\x05 \x01(\x08H\x00R\x08\x65\x61rliest\x12#\n\x0c\x61\x66ter_cursor\x18\x06 \x01(\tH\x00R\x0b\x61\x66terCursor\x12\x32\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\x05sinceB\x07\n\x05start\";\n\tHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\"{\n\x11SubscribeResponse\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.herald.v1.EventH\x00R\x05\x65vent\x12\x34\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.herald.v1.HeartbeatH\x00R\theartbeatB\x06\n\x04kind\">\n\x0fGetEventRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\"\xb0\x02\n\x11ListEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x18\n\x07\x66ilters\x18\x02 \x03(\tR\x07\x66ilters\x12 \n\x0b\x65nvironment\x18\x03 \x01(\tR\x0b\x65nvironment\x12\x41\n\x0ereceived_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rreceivedAfter\x12\x43\n\x0freceived_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0ereceivedBefore\x12\x1b\n\tpage_size\x18\x06 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x07 \x01(\tR\tpageToken\"f\n\x12ListEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.herald.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"m\n\x15ListEventTypesRequest\x12\x18\n\x07\x66ilters\x18\x01 \x03(\tR\x07\x66ilters\x12\x1b\n\tpage_size\x18\x02 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"{\n\x16ListEventTypesResponse\x12\x39\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x18.herald.v1.EventTypeInfoR\neventTypes\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x9f\x04\n\x0c\x45ventService\x12@\n\x07Publish\x12\x19.herald.v1.PublishRequest\x1a\x1a.herald.v1.PublishResponse\x12O\n\x0cPublishBatch\x12\x1e.herald.v1.PublishBatchRequest\x1a\x1f.herald.v1.PublishBatchResponse\x12V\n\rPublishStream\x12\x1f.herald.v1.PublishStreamRequest\x1a .herald.v1.PublishStreamResponse(\x01\x30\x01\x12H\n\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x1c.herald.v1.SubscribeResponse0\x01\x12\x38\n\x08GetEvent\x12\x1a.herald.v1.GetEventRequest\x1a\x10.herald.v1.Event\x12I\n\nListEvents\x12\x1c.herald.v1.ListEventsRequest\x1a\x1d.herald.v1.ListEventsResponse\x12U\n\x0eListEventTypes\x12 .herald.v1.ListEventTypesRequest\x1a!.herald.v1.ListEventTypesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16herald/v1/events.proto\x12\therald.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17herald/v1/catalog.proto\"\xae\x03\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x14.herald.v1.EventTypeR\x04type\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12\x1b\n\ttenant_id\x18\x04 \x01(\tR\x08tenantId\x12 \n\x0b\x65nvironment\x18\x05 \x01(\tR\x0b\x65nvironment\x12;\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12;\n\x0breceived_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nreceivedAt\x12\x31\n\x07payload\x18\x08 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12!\n\x0cpayload_json\x18\t \x01(\tR\x0bpayloadJson\x12\'\n\x0fidempotency_key\x18\n \x01(\tR\x0eidempotencyKey\x12\x16\n\x06\x63ursor\x18\x0b \x01(\tR\x06\x63ursor\"\xf5\x02\n\x0ePublishRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12(\n\x04type\x18\x02 \x01(\x0e\x32\x14.herald.v1.EventTypeR\x04type\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12 \n\x0b\x65nvironment\x18\x04 \x01(\tR\x0b\x65nvironment\x12;\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\noccurredAt\x12\x31\n\x07payload\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructR\x07payload\x12!\n\x0cpayload_json\x18\x07 \x01(\tR\x0bpayloadJson\x12\'\n\x0fidempotency_key\x18\x08 \x01(\tR\x0eidempotencyKey\x12!\n\x0comit_payload\x18\t \x01(\x08R\x0bomitPayload\"w\n\x0fPublishResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.herald.v1.EventR\x05\x65vent\x12\x1c\n\tduplicate\x18\x02 \x01(\x08R\tduplicate\x12\x1e\n\ndeliveries\x18\x03 \x01(\rR\ndeliveries\"H\n\x13PublishBatchRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x19.herald.v1.PublishRequestR\x06\x65vents\"L\n\x14PublishBatchResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32\x1a.herald.v1.PublishResponseR\x07results\"f\n\x14PublishStreamRequest\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12/\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.herald.v1.PublishRequestR\x05\x65vent\"<\n\x0cPublishError\x12\x12\n\x04\x63ode\x18\x01 \x01(\x05R\x04\x63ode\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"\xad\x01\n\x15PublishStreamResponse\x12\x1d\n\nrequest_id\x18\x01 \x01(\tR\trequestId\x12:\n\tpublished\x18\x02 \x01(\x0b\x32\x1a.herald.v1.PublishResponseH\x00R\tpublished\x12/\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x17.herald.v1.PublishErrorH\x00R\x05\x65rrorB\x08\n\x06result\"\x81\x02\n\x10SubscribeRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x18\n\x07\x66ilters\x18\x02 \x03(\tR\x07\x66ilters\x12 \n\x0b\x65nvironment\x18\x03 \x01(\tR\x0b\x65nvironment\x12\x14\n\x04live\x18\x04 \x01(\x08H\x00R\x04live\x12\x1c\n\x08\x65\x61rliest\x18\x05 \x01(\x08H\x00R\x08\x65\x61rliest\x12#\n\x0c\x61\x66ter_cursor\x18\x06 \x01(\tH\x00R\x0b\x61\x66terCursor\x12\x32\n\x05since\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\x05sinceB\x07\n\x05start\";\n\tHeartbeat\x12.\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x04time\"{\n\x11SubscribeResponse\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x10.herald.v1.EventH\x00R\x05\x65vent\x12\x34\n\theartbeat\x18\x02 \x01(\x0b\x32\x14.herald.v1.HeartbeatH\x00R\theartbeatB\x06\n\x04kind\">\n\x0fGetEventRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\"\xb0\x02\n\x11ListEventsRequest\x12\x1b\n\ttenant_id\x18\x01 \x01(\tR\x08tenantId\x12\x18\n\x07\x66ilters\x18\x02 \x03(\tR\x07\x66ilters\x12 \n\x0b\x65nvironment\x18\x03 \x01(\tR\x0b\x65nvironment\x12\x41\n\x0ereceived_after\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\rreceivedAfter\x12\x43\n\x0freceived_before\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0ereceivedBefore\x12\x1b\n\tpage_size\x18\x06 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x07 \x01(\tR\tpageToken\"f\n\x12ListEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x10.herald.v1.EventR\x06\x65vents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"m\n\x15ListEventTypesRequest\x12\x18\n\x07\x66ilters\x18\x01 \x03(\tR\x07\x66ilters\x12\x1b\n\tpage_size\x18\x02 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"{\n\x16ListEventTypesResponse\x12\x39\n\x0b\x65vent_types\x18\x01 \x03(\x0b\x32\x18.herald.v1.EventTypeInfoR\neventTypes\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\x9f\x04\n\x0c\x45ventService\x12@\n\x07Publish\x12\x19.herald.v1.PublishRequest\x1a\x1a.herald.v1.PublishResponse\x12O\n\x0cPublishBatch\x12\x1e.herald.v1.PublishBatchRequest\x1a\x1f.herald.v1.PublishBatchResponse\x12V\n\rPublishStream\x12\x1f.herald.v1.PublishStreamRequest\x1a .herald.v1.PublishStreamResponse(\x01\x30\x01\x12H\n\tSubscribe\x12\x1b.herald.v1.SubscribeRequest\x1a\x1c.herald.v1.SubscribeResponse0\x01\x12\x38\n\x08GetEvent\x12\x1a.herald.v1.GetEventRequest\x1a\x10.herald.v1.Event\x12I\n\nListEvents\x12\x1c.herald.v1.ListEventsRequest\x1a\x1d.herald.v1.ListEventsResponse\x12U\n\x0eListEventTypes\x12 .herald.v1.ListEventTypesRequest\x1a!.herald.v1.ListEventTypesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVENT']._serialized_start=126
   _globals['_EVENT']._serialized_end=556
   _globals['_PUBLISHREQUEST']._serialized_start=559
-  _globals['_PUBLISHREQUEST']._serialized_end=897
-  _globals['_PUBLISHRESPONSE']._serialized_start=899
-  _globals['_PUBLISHRESPONSE']._serialized_end=1018
-  _globals['_PUBLISHBATCHREQUEST']._serialized_start=1020
-  _globals['_PUBLISHBATCHREQUEST']._serialized_end=1092
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=1094
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=1170
-  _globals['_PUBLISHSTREAMREQUEST']._serialized_start=1172
-  _globals['_PUBLISHSTREAMREQUEST']._serialized_end=1274
-  _globals['_PUBLISHERROR']._serialized_start=1276
-  _globals['_PUBLISHERROR']._serialized_end=1336
-  _globals['_PUBLISHSTREAMRESPONSE']._serialized_start=1339
-  _globals['_PUBLISHSTREAMRESPONSE']._serialized_end=1512
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1515
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1772
-  _globals['_HEARTBEAT']._serialized_start=1774
-  _globals['_HEARTBEAT']._serialized_end=1833
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1835
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1958
-  _globals['_GETEVENTREQUEST']._serialized_start=1960
-  _globals['_GETEVENTREQUEST']._serialized_end=2022
-  _globals['_LISTEVENTSREQUEST']._serialized_start=2025
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2329
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2331
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2433
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=2435
-  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=2544
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=2546
-  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=2669
-  _globals['_EVENTSERVICE']._serialized_start=2672
-  _globals['_EVENTSERVICE']._serialized_end=3215
+  _globals['_PUBLISHREQUEST']._serialized_end=932
+  _globals['_PUBLISHRESPONSE']._serialized_start=934
+  _globals['_PUBLISHRESPONSE']._serialized_end=1053
+  _globals['_PUBLISHBATCHREQUEST']._serialized_start=1055
+  _globals['_PUBLISHBATCHREQUEST']._serialized_end=1127
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=1129
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=1205
+  _globals['_PUBLISHSTREAMREQUEST']._serialized_start=1207
+  _globals['_PUBLISHSTREAMREQUEST']._serialized_end=1309
+  _globals['_PUBLISHERROR']._serialized_start=1311
+  _globals['_PUBLISHERROR']._serialized_end=1371
+  _globals['_PUBLISHSTREAMRESPONSE']._serialized_start=1374
+  _globals['_PUBLISHSTREAMRESPONSE']._serialized_end=1547
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1550
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1807
+  _globals['_HEARTBEAT']._serialized_start=1809
+  _globals['_HEARTBEAT']._serialized_end=1868
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1870
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1993
+  _globals['_GETEVENTREQUEST']._serialized_start=1995
+  _globals['_GETEVENTREQUEST']._serialized_end=2057
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2060
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2364
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2366
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2468
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_start=2470
+  _globals['_LISTEVENTTYPESREQUEST']._serialized_end=2579
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_start=2581
+  _globals['_LISTEVENTTYPESRESPONSE']._serialized_end=2704
+  _globals['_EVENTSERVICE']._serialized_start=2707
+  _globals['_EVENTSERVICE']._serialized_end=3250
 # @@protoc_insertion_point(module_scope)

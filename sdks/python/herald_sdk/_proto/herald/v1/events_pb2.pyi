@@ -38,7 +38,7 @@ class Event(_message.Message):
     def __init__(self, id: _Optional[str] = ..., type: _Optional[_Union[_catalog_pb2.EventType, str]] = ..., type_name: _Optional[str] = ..., tenant_id: _Optional[str] = ..., environment: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., payload_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class PublishRequest(_message.Message):
-    __slots__ = ("tenant_id", "type", "type_name", "environment", "occurred_at", "payload", "payload_json", "idempotency_key")
+    __slots__ = ("tenant_id", "type", "type_name", "environment", "occurred_at", "payload", "payload_json", "idempotency_key", "omit_payload")
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TYPE_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class PublishRequest(_message.Message):
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    OMIT_PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     tenant_id: str
     type: _catalog_pb2.EventType
     type_name: str
@@ -55,7 +56,8 @@ class PublishRequest(_message.Message):
     payload: _struct_pb2.Struct
     payload_json: str
     idempotency_key: str
-    def __init__(self, tenant_id: _Optional[str] = ..., type: _Optional[_Union[_catalog_pb2.EventType, str]] = ..., type_name: _Optional[str] = ..., environment: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., payload_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    omit_payload: bool
+    def __init__(self, tenant_id: _Optional[str] = ..., type: _Optional[_Union[_catalog_pb2.EventType, str]] = ..., type_name: _Optional[str] = ..., environment: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., payload_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., omit_payload: _Optional[bool] = ...) -> None: ...
 
 class PublishResponse(_message.Message):
     __slots__ = ("event", "duplicate", "deliveries")
