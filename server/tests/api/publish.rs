@@ -85,6 +85,20 @@ async fn publish(
         .into_inner()
 }
 
+async fn get_event(events: &mut EventServiceClient<Channel>, key: &str, id: &str) -> Event {
+    events
+        .get_event(authed(
+            key,
+            GetEventRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect("get")
+        .into_inner()
+}
+
 fn with_key(mut request: PublishRequest, key: &str) -> PublishRequest {
     request.idempotency_key = key.into();
     request
@@ -592,17 +606,7 @@ async fn struct_payload_keeps_integers(backend: Backend) {
         "the Struct comes back"
     );
 
-    let got = events
-        .get_event(authed(
-            &keys.subscriber,
-            GetEventRequest {
-                id: event.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("get")
-        .into_inner();
+    let got = get_event(&mut events, &keys.subscriber, &event.id).await;
     assert_eq!(got.payload_json, event.payload_json);
     assert_eq!(got.payload, Some(payload));
 }
@@ -628,17 +632,7 @@ async fn payload_json_is_kept_exactly(backend: Backend) {
         Some(Kind::StringValue("lic-j".into()))
     );
 
-    let got = events
-        .get_event(authed(
-            &keys.subscriber,
-            GetEventRequest {
-                id: event.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("get")
-        .into_inner();
+    let got = get_event(&mut events, &keys.subscriber, &event.id).await;
     assert_eq!(got.payload_json, text);
     // The answer's payload Struct is encoded straight from the JSON (`wire`); it decodes
     // to what GetEvent builds from the stored text.
@@ -666,17 +660,7 @@ async fn omit_payload_leaves_only_the_answer_without_it(backend: Backend) {
     assert_eq!(event.type_name, "license.created");
     assert_eq!(event.payload, None);
     assert_eq!(event.payload_json, "");
-    let got = events
-        .get_event(authed(
-            &keys.subscriber,
-            GetEventRequest {
-                id: event.id.clone(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("get")
-        .into_inner();
+    let got = get_event(&mut events, &keys.subscriber, &event.id).await;
     assert_eq!(got.payload_json, text, "stored with its payload");
     assert!(got.payload.is_some());
     assert_eq!(
