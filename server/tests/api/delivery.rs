@@ -15,11 +15,11 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use herald::proto::{
     Attempt, CreateEndpointRequest, CreateEndpointResponse, DeleteDeliveryRequest, Delivery,
-    DeliveryStatus, GetDeliveryRequest, GetEndpointRequest, GetEventRequest,
-    GetSigningMaterialRequest, GetTenantRequest, ListAttemptsRequest, ListDeliveriesRequest,
-    PingEndpointRequest, PublishResponse, ReplayEventsRequest, RetryDeliveryRequest,
-    RotateEndpointSecretRequest, SignatureScheme, SigningSettings, UpdateEndpointRequest,
-    WebhookFormat, delivery_service_client::DeliveryServiceClient,
+    DeliveryStatus, GetDeliveryRequest, GetEndpointRequest, GetSigningMaterialRequest,
+    GetTenantRequest, ListAttemptsRequest, ListDeliveriesRequest, PingEndpointRequest,
+    PublishResponse, ReplayEventsRequest, RetryDeliveryRequest, RotateEndpointSecretRequest,
+    SignatureScheme, SigningSettings, UpdateEndpointRequest, WebhookFormat,
+    delivery_service_client::DeliveryServiceClient,
 };
 use prost_types::Timestamp;
 use sea_orm::{ConnectionTrait, Database};
@@ -29,7 +29,9 @@ use tonic::{Code, Status, transport::Channel};
 
 use crate::{
     both_backends,
-    helpers::{Backend, TenantKeys, TestApp, authed, publish_request, spawn_app, spawn_app_with},
+    helpers::{
+        Backend, TenantKeys, TestApp, authed, get_event, publish_request, spawn_app, spawn_app_with,
+    },
     receiver::{Received, Receiver, Reply},
 };
 
@@ -221,20 +223,6 @@ async fn ping(app: &TestApp, key: &str, id: &str) -> herald::proto::PingEndpoint
         .await
         .expect("ping")
         .into_inner()
-}
-
-async fn get_event(app: &TestApp, key: &str, id: &str) -> Result<herald::proto::Event, Status> {
-    app.events()
-        .await
-        .get_event(authed(
-            key,
-            GetEventRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .map(|r| r.into_inner())
 }
 
 #[track_caller]

@@ -405,6 +405,21 @@ pub async fn publish_license(app: &TestApp, keys: &TenantKeys, id: &str) -> prot
 }
 
 /// A publish request of `event_type` for the key's tenant.
+/// `GetEvent` of `id` with `key`, on a fresh client.
+pub async fn get_event(app: &TestApp, key: &str, id: &str) -> Result<proto::Event, tonic::Status> {
+    app.events()
+        .await
+        .get_event(authed(
+            key,
+            proto::GetEventRequest {
+                id: id.into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| r.into_inner())
+}
+
 pub fn publish_request(event_type: &str, id: &str) -> proto::PublishRequest {
     proto::PublishRequest {
         type_name: event_type.into(),

@@ -7,7 +7,7 @@
 use std::{collections::HashSet, path::Path, time::Duration};
 
 use herald::proto::{
-    CreateEndpointRequest, DeleteEndpointRequest, Event, EventType, FilterList, GetEventRequest,
+    CreateEndpointRequest, DeleteEndpointRequest, Event, EventType, FilterList,
     ListEventTypesRequest, ListEventsRequest, PayloadShape, PublishBatchRequest, PublishRequest,
     PublishResponse, PublishStreamRequest, UpdateEndpointRequest,
     event_service_client::EventServiceClient, publish_stream_response,
@@ -20,7 +20,8 @@ use tonic::{Code, Status, transport::Channel};
 use crate::{
     both_backends,
     helpers::{
-        Backend, TestApp, authed, publish_request, spawn_app, spawn_app_with, store_endpoint,
+        Backend, TestApp, authed, get_event, publish_request, spawn_app, spawn_app_with,
+        store_endpoint,
     },
 };
 
@@ -82,20 +83,6 @@ async fn publish(
         .publish(authed(key, request))
         .await
         .expect("publish")
-        .into_inner()
-}
-
-async fn get_event(events: &mut EventServiceClient<Channel>, key: &str, id: &str) -> Event {
-    events
-        .get_event(authed(
-            key,
-            GetEventRequest {
-                id: id.into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .expect("get")
         .into_inner()
 }
 
@@ -606,7 +593,9 @@ async fn struct_payload_keeps_integers(backend: Backend) {
         "the Struct comes back"
     );
 
-    let got = get_event(&mut events, &keys.subscriber, &event.id).await;
+    let got = get_event(&app, &keys.subscriber, &event.id)
+        .await
+        .expect("get");
     assert_eq!(got.payload_json, event.payload_json);
     assert_eq!(got.payload, Some(payload));
 }
@@ -632,7 +621,9 @@ async fn payload_json_is_kept_exactly(backend: Backend) {
         Some(Kind::StringValue("lic-j".into()))
     );
 
-    let got = get_event(&mut events, &keys.subscriber, &event.id).await;
+    let got = get_event(&app, &keys.subscriber, &event.id)
+        .await
+        .expect("get");
     assert_eq!(got.payload_json, text);
     // The answer's payload Struct is encoded straight from the JSON (`wire`); it decodes
     // to what GetEvent builds from the stored text.
@@ -660,7 +651,9 @@ async fn omit_payload_leaves_only_the_answer_without_it(backend: Backend) {
     assert_eq!(event.type_name, "license.created");
     assert_eq!(event.payload, None);
     assert_eq!(event.payload_json, "");
-    let got = get_event(&mut events, &keys.subscriber, &event.id).await;
+    let got = get_event(&app, &keys.subscriber, &event.id)
+        .await
+        .expect("get");
     assert_eq!(got.payload_json, text, "stored with its payload");
     assert!(got.payload.is_some());
     assert_eq!(
