@@ -24,6 +24,7 @@ const TOP_LEVEL: [&str; 5] = ["data", "meta", "links", "included", "jsonapi"];
 
 /// Validates `req` for `tenant_id` (already authorised). `max_payload` is in bytes.
 pub fn validate(tenant_id: &str, mut req: PublishRequest, max_payload: usize) -> Result<NewEvent> {
+    // Nothing answers with the payload here, so it need not be encoded.
     req.omit_payload = true;
     validate_keeping_payload(tenant_id, req, max_payload).map(|(event, _)| event)
 }

@@ -183,34 +183,29 @@ impl Batch {
                    (SELECT value FROM sequences WHERE name = 'attempts') AS attempts_version";
         let e = &self.events;
         let d = &self.deliveries;
-        let texts = |f: &dyn Fn(&event::Model) -> &str| e.iter().map(f).collect::<Vec<&str>>();
-        let of_event = |f: &dyn Fn(&event::Model) -> &str| {
-            d.iter().map(|d| f(&e[d.event])).collect::<Vec<&str>>()
+        // Each text column as one array borrowing the batch's strings: of the events, of
+        // the deliveries, and of each delivery's event.
+        let of_events = |f: &dyn Fn(&event::Model) -> &str| e.iter().map(f).collect::<Vec<_>>();
+        let of_deliveries = |f: &dyn Fn(&NewDelivery) -> &str| d.iter().map(f).collect::<Vec<_>>();
+        let of_their_events = |f: &dyn Fn(&event::Model) -> &str| {
+            d.iter().map(|d| f(&e[d.event])).collect::<Vec<_>>()
         };
         let (base, version, attempts_version) = sqlx::query_as::<_, (Option<i64>, i64, i64)>(SQL)
             .bind(e.len() as i64)
             .bind(version)
             .bind(self.now)
-            .bind(texts(&|e| &e.id))
-            .bind(texts(&|e| &e.tenant_id))
-            .bind(texts(&|e| &e.event_type))
-            .bind(texts(&|e| &e.environment))
+            .bind(of_events(&|e| &e.id))
+            .bind(of_events(&|e| &e.tenant_id))
+            .bind(of_events(&|e| &e.event_type))
+            .bind(of_events(&|e| &e.environment))
             .bind(e.iter().map(|e| e.occurred_at).collect::<Vec<i64>>())
-            .bind(texts(&|e| &e.payload))
-            .bind(d.iter().map(|d| d.id.as_str()).collect::<Vec<&str>>())
-            .bind(of_event(&|e| &e.tenant_id))
-            .bind(of_event(&|e| &e.id))
-            .bind(
-                d.iter()
-                    .map(|d| d.endpoint_id.as_str())
-                    .collect::<Vec<&str>>(),
-            )
-            .bind(of_event(&|e| &e.event_type))
-            .bind(
-                d.iter()
-                    .map(|d| d.idempotency_token.as_str())
-                    .collect::<Vec<&str>>(),
-            )
+            .bind(of_events(&|e| &e.payload))
+            .bind(of_deliveries(&|d| &d.id))
+            .bind(of_their_events(&|e| &e.tenant_id))
+            .bind(of_their_events(&|e| &e.id))
+            .bind(of_deliveries(&|d| &d.endpoint_id))
+            .bind(of_their_events(&|e| &e.event_type))
+            .bind(of_deliveries(&|d| &d.idempotency_token))
             .bind(status::DELIVERING)
             // 0 stands for NULL (see `pg`).
             .bind(

@@ -1000,6 +1000,18 @@ async fn ready_entries_added(app: &TestApp) -> i64 {
     }
 }
 
+/// Herald on PostgreSQL with two requests in flight per endpoint, whose requests time out
+/// after `timeout_secs`, and nothing re-queued by the reconciler within a test.
+async fn spawn_two_in_flight(timeout_secs: u64) -> TestApp {
+    spawn_app_with(Backend::Postgres, |c| {
+        c.endpoint_concurrency = 2;
+        c.endpoint_concurrency_max = 2;
+        c.webhook_timeout_secs = timeout_secs;
+        c.requeue_after_secs = 3600;
+    })
+    .await
+}
+
 /// Deliveries published for an endpoint that hangs (requests in flight, none answering for
 /// a second) while its line is full wait in the schedule for when the worker would take
 /// them, instead of entering the ready stream only to be popped and put back there.
@@ -1008,13 +1020,7 @@ async fn a_hanging_endpoints_new_deliveries_wait_in_the_schedule() {
     const LATER: usize = 50;
     let receiver = Receiver::start().await;
     receiver.set_default(Reply::Hang(Duration::from_secs(60)));
-    let app = spawn_app_with(Backend::Postgres, |c| {
-        c.endpoint_concurrency = 2;
-        c.endpoint_concurrency_max = 2;
-        c.webhook_timeout_secs = 30;
-        c.requeue_after_secs = 3600;
-    })
-    .await;
+    let app = spawn_two_in_flight(30).await;
     let api = Api::new(&app, app.tenant("acme").await).await;
     api.create_endpoint(&receiver.url("/hook")).await;
     // Two requests in flight and a line of four (twice the cap, its speed unknown).
@@ -1044,13 +1050,7 @@ async fn deliveries_held_back_for_a_stuck_endpoint_are_sent_once_it_answers() {
     // Two requests of 5 s in flight and a line of four. Published 3 s into them, the
     // rest is held back for three rounds of those 3 s: 9 s, about 7 s past their end.
     let receiver = SlowReceiver::start(Duration::from_secs(5)).await;
-    let app = spawn_app_with(Backend::Postgres, |c| {
-        c.endpoint_concurrency = 2;
-        c.endpoint_concurrency_max = 2;
-        c.webhook_timeout_secs = 10;
-        c.requeue_after_secs = 3600;
-    })
-    .await;
+    let app = spawn_two_in_flight(10).await;
     let api = Api::new(&app, app.tenant("acme").await).await;
     let endpoint = api.create_endpoint(&receiver.url()).await;
     for i in 0..6 {
