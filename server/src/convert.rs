@@ -157,7 +157,12 @@ pub fn delivery(m: &crate::store::entities::delivery::Model) -> proto::Delivery 
         event_type: m.event_type.clone(),
         status: status as i32,
         attempts: m.attempts.max(0) as u32,
-        next_attempt_at: m.next_attempt_at.map(to_timestamp),
+        // A finished delivery keeps its last due time in the database (see
+        // `store::due_floor`); it has no next attempt.
+        next_attempt_at: m
+            .next_attempt_at
+            .filter(|_| status::PENDING.contains(&m.status.as_str()))
+            .map(to_timestamp),
         last_attempt_at: m.last_attempt_at.map(to_timestamp),
         last_response_code: m.last_response_code.unwrap_or_default().max(0) as u32,
         last_error: m.last_error.clone().unwrap_or_default(),

@@ -28,7 +28,12 @@ use std::{sync::Arc, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{lease::BackgroundLease, queue::Queue, store::Store, time::now_micros};
+use crate::{
+    lease::BackgroundLease,
+    queue::Queue,
+    store::{Store, due_floor},
+    time::now_micros,
+};
 
 /// Deliveries enqueued per database read.
 const SWEEP_BATCH: u64 = 1000;
@@ -98,7 +103,13 @@ impl Reconciler {
         if room == 0 {
             return Ok(true);
         }
-        let due = self.store.earliest_pending(room).await?;
+        // The spilled rows are pending, so the floor cannot pass them; raising it skips
+        // what the drain has finished since (every 250 ms, a short walk).
+        let floor = self
+            .store
+            .raise_due_floor(self.cutoff(now_micros()))
+            .await?;
+        let due = self.store.earliest_pending(floor, room).await?;
         let left_out = due.len() as u64 >= room;
         self.queue.schedule(&due).await?;
         // What the database still holds is due no earlier than the last row read.
@@ -113,17 +124,26 @@ impl Reconciler {
         Ok(left_out)
     }
 
+    /// `requeue_after` before `now`: where the due floor may be raised to (see
+    /// `store::due_floor`), and the periodic sweep's cutoff.
+    fn cutoff(&self, now: i64) -> i64 {
+        now - i64::try_from(self.requeue_after.as_micros()).unwrap_or(i64::MAX / 2)
+    }
+
     /// One sweep; returns how many deliveries were enqueued.
     pub async fn sweep(&self, everything_due: bool) -> crate::error::Result<usize> {
         let now = now_micros();
-        let cutoff = if everything_due {
-            now
+        let (floor, cutoff) = if everything_due {
+            // After a loss, also the writes that took too long to commit for the floor.
+            let floor = self.store.due_floor().await?;
+            (floor.saturating_sub(due_floor::LATE_WRITES), now)
         } else {
-            now - i64::try_from(self.requeue_after.as_micros()).unwrap_or(i64::MAX / 2)
+            let cutoff = self.cutoff(now);
+            (self.store.raise_due_floor(cutoff).await?, cutoff)
         };
         let mut total = 0;
         loop {
-            let items = self.store.take_overdue(cutoff, SWEEP_BATCH).await?;
+            let items = self.store.take_overdue(floor, cutoff, SWEEP_BATCH).await?;
             if items.is_empty() {
                 break;
             }

@@ -62,9 +62,8 @@ pub enum Recorded {
     Gone,
 }
 
-/// The statuses with an attempt still to come, as an SQL list: also the predicate of the
-/// partial index `deliveries_pending` (migration 4), which a query must repeat literally.
-const PENDING_SQL: &str = "'DELIVERING', 'FAILING'";
+/// The statuses with an attempt still to come, as an SQL list.
+pub(super) const PENDING_SQL: &str = "'DELIVERING', 'FAILING'";
 
 /// Attempt rows per INSERT (12 values each, under every backend's parameter limit).
 const ATTEMPT_INSERT_CHUNK: usize = 500;
@@ -452,11 +451,12 @@ impl Store {
     }
 
     /// The `limit` pending deliveries not held by a worker that are due first, with
-    /// their due time (Unix microseconds). Changes nothing: the queue's refill after a
-    /// spill (`Queue::refill_room`) re-reads the same rows until they are attempted.
-    pub async fn earliest_pending(&self, limit: u64) -> Result<Vec<(QueueItem, i64)>> {
+    /// their due time (Unix microseconds), looking from `floor` (`Store::due_floor`).
+    /// Changes nothing: the queue's refill after a spill (`Queue::refill_room`) re-reads
+    /// the same rows until they are attempted.
+    pub async fn earliest_pending(&self, floor: i64, limit: u64) -> Result<Vec<(QueueItem, i64)>> {
         let now = now_micros();
-        let rows: Vec<(String, String, Option<i64>)> = waiting(now, limit)
+        let rows: Vec<(String, String, Option<i64>)> = waiting(floor, now, limit)
             .column(delivery::Column::NextAttemptAt)
             .into_tuple()
             .all(&self.db)
@@ -475,12 +475,17 @@ impl Store {
             .collect())
     }
 
-    /// Pending deliveries due before `cutoff` and not held by a worker, oldest first;
-    /// their due time is moved to `now` so the next sweep does not take them again
-    /// before they are overdue once more.
-    pub async fn take_overdue(&self, cutoff: i64, limit: u64) -> Result<Vec<QueueItem>> {
+    /// Pending deliveries due from `floor` to `cutoff` and not held by a worker, oldest
+    /// first; their due time is moved to `now` so the next sweep does not take them
+    /// again before they are overdue once more.
+    pub async fn take_overdue(
+        &self,
+        floor: i64,
+        cutoff: i64,
+        limit: u64,
+    ) -> Result<Vec<QueueItem>> {
         let now = now_micros();
-        let rows: Vec<(String, String)> = waiting(now, limit)
+        let rows: Vec<(String, String)> = waiting(floor, now, limit)
             .filter(delivery::Column::NextAttemptAt.lte(cutoff))
             .into_tuple()
             .all(&self.db)
@@ -696,15 +701,15 @@ impl Store {
     }
 }
 
-/// Id and endpoint of the first `limit` pending deliveries, by due time, that no worker
-/// holds at `now`: what the queue should have.
-fn waiting(now: i64, limit: u64) -> sea_orm::Select<delivery::Entity> {
+/// Id and endpoint of the first `limit` pending deliveries due from `floor`, by due time,
+/// that no worker holds at `now`: what the queue should have. `deliveries_due` holds
+/// finished deliveries too; the floor skips those due before it (see `store::due_floor`).
+fn waiting(floor: i64, now: i64, limit: u64) -> sea_orm::Select<delivery::Entity> {
     delivery::Entity::find()
         .select_only()
         .column(delivery::Column::Id)
         .column(delivery::Column::EndpointId)
-        // Literal statuses, as in `deliveries_pending`'s predicate: with bound parameters
-        // neither database can tell that the partial index applies.
+        .filter(delivery::Column::NextAttemptAt.gte(floor))
         .filter(Expr::cust(format!("status IN ({PENDING_SQL})")))
         .filter(
             Condition::any()
@@ -833,7 +838,8 @@ async fn update_pending<C: ConnectionTrait>(
             "WITH v(id, status, attempts, next_attempt_at, last_attempt_at, last_response_code, last_error) \
              AS (VALUES {rows}) \
              UPDATE deliveries SET status = v.status, attempts = v.attempts, \
-             next_attempt_at = v.next_attempt_at, locked_until = NULL, \
+             next_attempt_at = COALESCE(v.next_attempt_at, deliveries.next_attempt_at), \
+             locked_until = NULL, \
              last_attempt_at = v.last_attempt_at, last_response_code = v.last_response_code, \
              last_error = v.last_error, updated_at = {now_param} \
              FROM v WHERE deliveries.id = v.id AND deliveries.status IN ({PENDING_SQL}) \
@@ -883,7 +889,8 @@ async fn record_applied_pg<C: ConnectionTrait>(
          ),
          u AS (
              UPDATE deliveries AS d SET status = v.status, attempts = v.attempts,
-                 next_attempt_at = NULLIF(v.next_attempt_at, 0), locked_until = NULL,
+                 next_attempt_at = COALESCE(NULLIF(v.next_attempt_at, 0), d.next_attempt_at),
+                 locked_until = NULL,
                  last_attempt_at = v.last_attempt_at,
                  last_response_code = NULLIF(v.last_response_code, 0),
                  last_error = NULLIF(v.last_error, ''), updated_at = $16

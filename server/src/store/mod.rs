@@ -5,6 +5,7 @@
 
 pub mod attempt_copy;
 pub mod deliveries;
+pub mod due_floor;
 pub mod endpoints;
 pub mod entities;
 pub mod events;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use herald::{store::Store, time::now_micros};
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 
-use crate::helpers::{create_pg_database, eventually, store_endpoint};
+use crate::helpers::{create_pg_database, eventually, store_tenant_with_endpoint};
 
 /// Claims `delivery` for one worker; whether it got it.
 async fn claim(store: &Store, delivery: &str, endpoint: &str) -> bool {
@@ -31,14 +31,8 @@ async fn concurrent_claims_of_one_delivery_give_it_to_one_worker() {
     let (name, url) = create_pg_database().await;
     let store = Store::connect(&url).await.expect("connect");
     store.migrate().await.expect("migrate");
-    let tenant = store
-        .create_tenant("tnt_claims".into(), "claims".into())
-        .await
-        .expect("tenant");
-    let (endpoint, _) = store
-        .create_endpoint(&tenant.id, store_endpoint("http://127.0.0.1:9/hook", &[]))
-        .await
-        .expect("endpoint");
+    let (tenant, endpoint) =
+        store_tenant_with_endpoint(&store, "claims", "http://127.0.0.1:9/hook").await;
     let sql = Database::connect(&url).await.expect("connect");
     let now = now_micros();
     sql.execute_unprepared(&format!(
@@ -49,9 +43,7 @@ async fn concurrent_claims_of_one_delivery_give_it_to_one_worker() {
                                  idempotency_token, status, attempts, next_attempt_at,
                                  created_at, updated_at)
          VALUES ('dlv_claims', '{tenant}', 'evt_claims', '{endpoint}', 'license.created',
-                 'tok', 'DELIVERING', 0, {now}, {now}, {now})",
-        tenant = tenant.id,
-        endpoint = endpoint.id,
+                 'tok', 'DELIVERING', 0, {now}, {now}, {now})"
     ))
     .await
     .expect("rows");
@@ -67,9 +59,9 @@ async fn concurrent_claims_of_one_delivery_give_it_to_one_worker() {
         .await
         .expect("hold the row");
     let (a, b) = (store.clone(), store.clone());
-    let endpoint_id = endpoint.id.clone();
+    let endpoint_id = endpoint.clone();
     let first = tokio::spawn({
-        let endpoint_id = endpoint_id.clone();
+        let endpoint_id = endpoint.clone();
         async move { claim(&a, "dlv_claims", &endpoint_id).await }
     });
     let second = tokio::spawn(async move { claim(&b, "dlv_claims", &endpoint_id).await });

@@ -333,6 +333,24 @@ pub fn clean_up_blocking(pg_database: Option<String>, redis_prefix: Option<Strin
     .join();
 }
 
+/// A tenant `tnt_{name}` with one endpoint at `url`, made through the store: the ids of
+/// both, for tests that write their own rows beside them.
+pub async fn store_tenant_with_endpoint(
+    store: &herald::store::Store,
+    name: &str,
+    url: &str,
+) -> (String, String) {
+    let tenant = store
+        .create_tenant(format!("tnt_{name}"), name.into())
+        .await
+        .expect("tenant");
+    let (endpoint, _) = store
+        .create_endpoint(&tenant.id, store_endpoint(url, &[]))
+        .await
+        .expect("endpoint");
+    (tenant.id, endpoint.id)
+}
+
 /// An enabled Keygen-format endpoint at `url` taking `filters`, for tests that create one
 /// through the store rather than the API.
 pub fn store_endpoint(url: &str, filters: &[&str]) -> herald::store::endpoints::EndpointFields {

@@ -9,6 +9,7 @@ mod claims;
 mod cluster;
 mod compose;
 mod delivery;
+mod due_floor;
 mod grpcurl;
 mod isolation;
 mod observability;
