@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     lease::BackgroundLease,
-    queue::Queue,
+    queue::{Queue, QueueItem},
     store::{Store, due_floor},
     time::now_micros,
 };
@@ -141,12 +141,17 @@ impl Reconciler {
             let cutoff = self.cutoff(now);
             (self.store.raise_due_floor(cutoff).await?, cutoff)
         };
-        let mut total = 0;
+        let (mut from, mut total) = (floor, 0);
         loop {
-            let items = self.store.take_overdue(floor, cutoff, SWEEP_BATCH).await?;
-            if items.is_empty() {
+            let taken = self.store.take_overdue(from, cutoff, SWEEP_BATCH).await?;
+            let Some(&(_, last)) = taken.last() else {
                 break;
-            }
+            };
+            // The next read starts after the last one's due time, not at the floor again:
+            // the finished deliveries between them would be read once per batch. Rows
+            // due at that same time and left out by the limit wait for the next sweep.
+            from = last + 1;
+            let items: Vec<QueueItem> = taken.into_iter().map(|(item, _)| item).collect();
             self.queue.push(&items).await?;
             total += items.len();
             if (items.len() as u64) < SWEEP_BATCH {

@@ -476,16 +476,17 @@ impl Store {
     }
 
     /// Pending deliveries due from `floor` to `cutoff` and not held by a worker, oldest
-    /// first; their due time is moved to `now` so the next sweep does not take them
-    /// again before they are overdue once more.
+    /// first, with the due time they had; that is moved to `now` so the next sweep does
+    /// not take them again before they are overdue once more.
     pub async fn take_overdue(
         &self,
         floor: i64,
         cutoff: i64,
         limit: u64,
-    ) -> Result<Vec<QueueItem>> {
+    ) -> Result<Vec<(QueueItem, i64)>> {
         let now = now_micros();
-        let rows: Vec<(String, String)> = waiting(floor, now, limit)
+        let rows: Vec<(String, String, Option<i64>)> = waiting(floor, now, limit)
+            .column(delivery::Column::NextAttemptAt)
             .filter(delivery::Column::NextAttemptAt.lte(cutoff))
             .into_tuple()
             .all(&self.db)
@@ -496,7 +497,7 @@ impl Store {
         let mut still_pending = delivery::Entity::find()
             .select_only()
             .column(delivery::Column::Id)
-            .filter(delivery::Column::Id.is_in(rows.iter().map(|(id, _)| id.clone())))
+            .filter(delivery::Column::Id.is_in(rows.iter().map(|(id, _, _)| id.clone())))
             .filter(delivery::Column::Status.is_in(status::PENDING));
         if pg::is_postgres(&self.db) {
             // A row a claim or a record holds is being attempted: it is left alone rather
@@ -515,9 +516,12 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|(delivery_id, endpoint_id)| QueueItem {
-                delivery_id,
-                endpoint_id,
+            .map(|(delivery_id, endpoint_id, due)| {
+                let item = QueueItem {
+                    delivery_id,
+                    endpoint_id,
+                };
+                (item, due.unwrap_or(cutoff))
             })
             .collect())
     }

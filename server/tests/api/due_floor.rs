@@ -3,7 +3,15 @@
 //! a pending one, held by a worker or not; otherwise a lost delivery would never be
 //! found again.
 
-use herald::{store::Store, time::now_micros};
+use std::{sync::Arc, time::Duration};
+
+use herald::{
+    delivery::reconciler::Reconciler,
+    lease::BackgroundLease,
+    queue::{Queue, memory::MemoryQueue},
+    store::Store,
+    time::now_micros,
+};
 use sea_orm::ConnectionTrait;
 
 use crate::helpers::{clean_up_blocking, create_pg_database, store_tenant_with_endpoint};
@@ -85,8 +93,12 @@ async fn floor_rises_past_finished_and_stops_at_pending(store: &Store) {
     assert_eq!(ids, ["dlv_f4"]);
     assert_eq!(waiting[0].1, base + 4 * SEC, "with its due time");
     let overdue = store.take_overdue(floor, now - 10 * SEC, 10).await.unwrap();
-    let ids: Vec<&str> = overdue.iter().map(|i| i.delivery_id.as_str()).collect();
+    let ids: Vec<&str> = overdue
+        .iter()
+        .map(|(item, _)| item.delivery_id.as_str())
+        .collect();
     assert_eq!(ids, ["dlv_f4"], "the sweep takes it");
+    assert_eq!(overdue[0].1, base + 4 * SEC, "with the due time it had");
 
     // Once the held one finishes, the floor passes it, but not dlv_f4, which the sweep
     // made due again at its own time.
@@ -104,6 +116,114 @@ async fn floor_rises_past_finished_and_stops_at_pending(store: &Store) {
     let waiting = store.earliest_pending(floor, 10).await.unwrap();
     assert_eq!(waiting.len(), 1, "{waiting:?}");
     assert_eq!(waiting[0].0.delivery_id, "dlv_f4");
+}
+
+/// A sweep reads past more overdue deliveries than one batch (1,000), some of them due at
+/// the same moment (a publish batch), and enqueues each once; what the limit cut off at
+/// that moment comes with the next sweep.
+async fn sweeps_take_every_overdue_delivery_once(store: &Store) {
+    let (tenant, endpoint) =
+        store_tenant_with_endpoint(store, "sweep", "http://127.0.0.1:9/hook").await;
+    let now = now_micros();
+    let base = now - 600 * SEC;
+    store
+        .db
+        .execute_unprepared(&format!(
+            "INSERT INTO events (seq, id, tenant_id, event_type, environment, occurred_at,
+                                 received_at, payload)
+             VALUES (1, 'evt_sweep', '{tenant}', 'license.created', '', {now}, {now}, '{{}}')"
+        ))
+        .await
+        .expect("event");
+    // 1,500 due together, then 1,000 one millisecond apart, a third of those finished.
+    let dues = (0..1500)
+        .map(|_| base)
+        .chain((0..1000).map(|i| base + SEC + i * 1000));
+    let rows: Vec<String> = dues
+        .enumerate()
+        .map(|(i, due)| {
+            let status = if i >= 1500 && i % 3 == 2 {
+                "DELIVERED"
+            } else {
+                "DELIVERING"
+            };
+            format!(
+                "('dlv_s{i:05}', '{tenant}', 'evt_sweep', '{endpoint}', 'license.created',
+                  'tok{i}', '{status}', 1, {due}, NULL, {now}, {now})"
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(250) {
+        store
+            .db
+            .execute_unprepared(&format!(
+                "INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
+                                         idempotency_token, status, attempts, next_attempt_at,
+                                         locked_until, created_at, updated_at)
+                 VALUES {}",
+                chunk.join(", ")
+            ))
+            .await
+            .expect("deliveries");
+    }
+    let pending = rows.iter().filter(|r| r.contains("DELIVERING")).count();
+    let queue = Arc::new(MemoryQueue::new(Duration::from_secs(60)));
+    let reconciler = Reconciler {
+        store: store.clone(),
+        queue: queue.clone(),
+        requeue_after: Duration::from_secs(60),
+        interval: Duration::from_secs(10),
+        queue_starts_empty: false,
+        lease: BackgroundLease::local(),
+    };
+    let first = reconciler.sweep(false).await.expect("sweep");
+    assert!(
+        first >= 1000 && first < pending,
+        "a first sweep: {first} of {pending}"
+    );
+    let second = reconciler.sweep(false).await.expect("sweep");
+    assert_eq!(first + second, pending, "the second sweep takes the rest");
+    assert_eq!(
+        reconciler.sweep(false).await.expect("sweep"),
+        0,
+        "and no more"
+    );
+    let mut popped = std::collections::HashSet::new();
+    loop {
+        let leases = queue.pop(1000, Duration::ZERO).await.expect("pop");
+        if leases.is_empty() {
+            break;
+        }
+        for lease in &leases {
+            assert!(
+                popped.insert(lease.item.delivery_id.clone()),
+                "twice: {lease:?}"
+            );
+        }
+    }
+    assert_eq!(
+        popped.len(),
+        pending,
+        "every pending delivery enqueued once"
+    );
+}
+
+#[tokio::test]
+async fn sweeps_on_postgres() {
+    let (name, url) = create_pg_database().await;
+    let store = Store::connect(&url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    sweeps_take_every_overdue_delivery_once(&store).await;
+    clean_up_blocking(Some(name), None);
+}
+
+#[tokio::test]
+async fn sweeps_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/sweep.db?mode=rwc", dir.path().display());
+    let store = Store::connect(&url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    sweeps_take_every_overdue_delivery_once(&store).await;
 }
 
 #[tokio::test]
