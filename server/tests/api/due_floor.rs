@@ -208,38 +208,54 @@ async fn sweeps_take_every_overdue_delivery_once(store: &Store) {
     );
 }
 
-#[tokio::test]
-async fn sweeps_on_postgres() {
-    let (name, url) = create_pg_database().await;
+/// A migrated store on a database of its own, and what to drop or delete after.
+enum Fresh {
+    Postgres(String),
+    Sqlite { _dir: tempfile::TempDir },
+}
+
+async fn fresh_store(postgres: bool) -> (Store, Fresh) {
+    let (url, fresh) = if postgres {
+        let (name, url) = create_pg_database().await;
+        (url, Fresh::Postgres(name))
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+        (url, Fresh::Sqlite { _dir: dir })
+    };
     let store = Store::connect(&url).await.expect("connect");
     store.migrate().await.expect("migrate");
+    (store, fresh)
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let Fresh::Postgres(name) = self {
+            clean_up_blocking(Some(std::mem::take(name)), None);
+        }
+    }
+}
+
+#[tokio::test]
+async fn sweeps_on_postgres() {
+    let (store, _fresh) = fresh_store(true).await;
     sweeps_take_every_overdue_delivery_once(&store).await;
-    clean_up_blocking(Some(name), None);
 }
 
 #[tokio::test]
 async fn sweeps_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/sweep.db?mode=rwc", dir.path().display());
-    let store = Store::connect(&url).await.expect("connect");
-    store.migrate().await.expect("migrate");
+    let (store, _fresh) = fresh_store(false).await;
     sweeps_take_every_overdue_delivery_once(&store).await;
 }
 
 #[tokio::test]
 async fn due_floor_on_postgres() {
-    let (name, url) = create_pg_database().await;
-    let store = Store::connect(&url).await.expect("connect");
-    store.migrate().await.expect("migrate");
+    let (store, _fresh) = fresh_store(true).await;
     floor_rises_past_finished_and_stops_at_pending(&store).await;
-    clean_up_blocking(Some(name), None);
 }
 
 #[tokio::test]
 async fn due_floor_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/floor.db?mode=rwc", dir.path().display());
-    let store = Store::connect(&url).await.expect("connect");
-    store.migrate().await.expect("migrate");
+    let (store, _fresh) = fresh_store(false).await;
     floor_rises_past_finished_and_stops_at_pending(&store).await;
 }
