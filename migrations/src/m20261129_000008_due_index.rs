@@ -9,13 +9,13 @@
 //!   delivery keeps its last due time, so a success changes no indexed column;
 //! - readers that want the pending deliveries by due time walk it from a low-water mark,
 //!   `sequences.due_floor`, below which no delivery is pending (`store::due_floor`);
-//! - on PostgreSQL `deliveries` leaves 60% of each page free (fillfactor 40): a HOT
+//! - on PostgreSQL `deliveries` leaves half of each page free (fillfactor 50): a HOT
 //!   update puts the new version on the row's own page, and a row is updated once or
 //!   twice (a claim, a record) soon after it was written. At 70% only about half of the
-//!   updates found room.
+//!   updates found room; at 50 all of them did in the benchmarks, and 40 was no faster.
 //!
-//! Measured (docs/BENCHMARKS.md, *Seventeenth round*): PostgreSQL's CPU per delivery −19%
-//! in the batch publish benchmark, −15% in the fan-out one.
+//! Measured (docs/BENCHMARKS.md, *Seventeenth round*): PostgreSQL's CPU per delivery −24%
+//! in the batch publish benchmark, −21% in the fan-out one.
 
 use sea_orm_migration::prelude::*;
 
@@ -38,7 +38,7 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("DROP INDEX IF EXISTS deliveries_pending")
             .await?;
         if let Some(db) = crate::postgres_only(manager) {
-            db.execute_unprepared("ALTER TABLE deliveries SET (fillfactor = 40)")
+            db.execute_unprepared("ALTER TABLE deliveries SET (fillfactor = 50)")
                 .await?;
         }
         Ok(())
