@@ -18,7 +18,8 @@
 //!   counts as lost (`requeue_after` is the time after which a pending delivery that no
 //!   worker holds is assumed to have left the queue); its own queue entry or handoff,
 //!   made after its commit, still delivers it, and the full sweep after a queue loss
-//!   looks `LATE_WRITES` further back.
+//!   looks `LATE_WRITES` further back. The same holds between replicas whose clocks
+//!   differ by less than `requeue_after` (NTP keeps them milliseconds apart).
 //! - Raising it is monotonic (`value < new`): two reconcilers during a lease handover
 //!   may both raise it, and the greater of two floors that hold also holds.
 
