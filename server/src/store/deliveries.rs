@@ -63,7 +63,7 @@ pub enum Recorded {
 }
 
 /// The statuses with an attempt still to come, as an SQL list.
-pub(super) const PENDING_SQL: &str = "'DELIVERING', 'FAILING'";
+const PENDING_SQL: &str = "'DELIVERING', 'FAILING'";
 
 /// Attempt rows per INSERT (12 values each, under every backend's parameter limit).
 const ATTEMPT_INSERT_CHUNK: usize = 500;
@@ -714,7 +714,7 @@ fn waiting(floor: i64, now: i64, limit: u64) -> sea_orm::Select<delivery::Entity
         .column(delivery::Column::Id)
         .column(delivery::Column::EndpointId)
         .filter(delivery::Column::NextAttemptAt.gte(floor))
-        .filter(Expr::cust(format!("status IN ({PENDING_SQL})")))
+        .filter(delivery::Column::Status.is_in(status::PENDING))
         .filter(
             Condition::any()
                 .add(delivery::Column::LockedUntil.is_null())

@@ -23,34 +23,27 @@
 //! - Raising it is monotonic (`value < new`): two reconcilers during a lease handover
 //!   may both raise it, and the greater of two floors that hold also holds.
 
-use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
+use sea_orm::{EntityTrait, QueryFilter, QueryOrder, QuerySelect, prelude::*};
 
-use super::{Store, deliveries::PENDING_SQL};
-use crate::error::Result;
+use super::{
+    Store,
+    entities::{delivery, sequence},
+};
+use crate::{delivery::status, error::Result};
 
 /// How far below the floor a full sweep after a queue loss looks, for writes that took
 /// longer than `requeue_after` to commit (a connection waited for, a stalled database).
 pub const LATE_WRITES: i64 = 15 * 60 * 1_000_000;
 
-#[derive(FromQueryResult)]
-struct Value {
-    value: i64,
-}
-
-#[derive(FromQueryResult)]
-struct Due {
-    next_attempt_at: i64,
-}
+/// The floor's row in `sequences` (migration 8).
+const DUE_FLOOR: &str = "due_floor";
 
 impl Store {
     /// The current floor (Unix microseconds): no delivery due before it is pending.
     pub async fn due_floor(&self) -> Result<i64> {
-        let row = Value::find_by_statement(self.stmt(
-            "SELECT value FROM sequences WHERE name = 'due_floor'",
-            vec![],
-        ))
-        .one(&self.db)
-        .await?;
+        let row = sequence::Entity::find_by_id(DUE_FLOOR)
+            .one(&self.db)
+            .await?;
         Ok(row.map_or(0, |r| r.value))
     }
 
@@ -63,38 +56,26 @@ impl Store {
         if cutoff <= floor {
             return Ok(floor);
         }
-        let earliest = Due::find_by_statement(self.stmt(
-            &format!(
-                "SELECT next_attempt_at FROM deliveries \
-                 WHERE next_attempt_at >= $1 AND next_attempt_at <= $2 \
-                   AND status IN ({PENDING_SQL}) \
-                 ORDER BY next_attempt_at LIMIT 1"
-            ),
-            vec![floor.into(), cutoff.into()],
-        ))
-        .one(&self.db)
-        .await?;
-        let raised = earliest.map_or(cutoff, |d| d.next_attempt_at);
+        let earliest: Option<Option<i64>> = delivery::Entity::find()
+            .select_only()
+            .column(delivery::Column::NextAttemptAt)
+            .filter(delivery::Column::NextAttemptAt.gte(floor))
+            .filter(delivery::Column::NextAttemptAt.lte(cutoff))
+            .filter(delivery::Column::Status.is_in(status::PENDING))
+            .order_by_asc(delivery::Column::NextAttemptAt)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let raised = earliest.flatten().unwrap_or(cutoff);
         if raised <= floor {
             return Ok(floor);
         }
-        self.db
-            .execute(self.stmt(
-                "UPDATE sequences SET value = $1 WHERE name = 'due_floor' AND value < $1",
-                vec![raised.into()],
-            ))
+        sequence::Entity::update_many()
+            .col_expr(sequence::Column::Value, Expr::value(raised))
+            .filter(sequence::Column::Name.eq(DUE_FLOOR))
+            .filter(sequence::Column::Value.lt(raised))
+            .exec(&self.db)
             .await?;
         Ok(raised)
-    }
-
-    /// `sql` with `$n` placeholders, for this store's database.
-    fn stmt(&self, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
-        let backend = self.db.get_database_backend();
-        if backend == sea_orm::DatabaseBackend::Sqlite {
-            // SQLite reads `$1` as a named parameter: `?1` is its numbered one.
-            Statement::from_sql_and_values(backend, sql.replace('$', "?"), values)
-        } else {
-            Statement::from_sql_and_values(backend, sql, values)
-        }
     }
 }
