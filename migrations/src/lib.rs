@@ -13,6 +13,7 @@ mod m20261128_000005_attempt_context_version;
 mod m20261128_000006_statement_level_references;
 mod m20261129_000007_bytewise_keys;
 mod m20261129_000008_due_index;
+mod m20261129_000009_latest_attempt;
 
 /// The connection, on PostgreSQL only: what a PostgreSQL-only migration (triggers,
 /// functions) runs on; `None` on SQLite, where it does nothing.
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000006_statement_level_references::Migration),
             Box::new(m20261129_000007_bytewise_keys::Migration),
             Box::new(m20261129_000008_due_index::Migration),
+            Box::new(m20261129_000009_latest_attempt::Migration),
         ]
     }
 }

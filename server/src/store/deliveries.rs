@@ -13,7 +13,7 @@ use sea_orm::{
 use super::{
     Store,
     attempt_copy::Loaded,
-    entities::{attempt, delivery, endpoint, event, tenant},
+    entities::{attempt, delivery, endpoint, event, latest_attempt, tenant},
     events::idempotency_token,
     page::Page,
     pg,
@@ -372,6 +372,16 @@ impl Store {
         } else {
             update_pending(&txn, records, now).await?
         };
+        if postgres {
+            // What follows logs the attempt in `attempts` and overwrites the row's last
+            // attempt time and code: the attempt the row kept goes to `attempts` first.
+            let finished: Vec<&str> = records
+                .iter()
+                .map(|r| r.delivery.id.as_str())
+                .filter(|id| !applied.contains(*id))
+                .collect();
+            move_latest_attempts_pg(&txn, &finished).await?;
+        }
         let mut outcome = Vec::with_capacity(records.len());
         for &r in records {
             let d = &r.delivery;
@@ -567,21 +577,32 @@ impl Store {
         Ok(page.finish(rows, |d| d.id.clone()))
     }
 
-    /// A page of a delivery's attempts, first attempt first.
+    /// A page of a delivery's attempts, first attempt first: those in `attempts`, then
+    /// the latest one if its row keeps it (migration 9), which comes after them all.
     pub async fn list_attempts(
         &self,
         tenant_id: &str,
         delivery_id: &str,
         page: &Page,
     ) -> Result<(Vec<attempt::Model>, String)> {
+        let after = page.after_i64()?;
         let mut select = attempt::Entity::find()
             .filter(attempt::Column::TenantId.eq(tenant_id))
             .filter(attempt::Column::DeliveryId.eq(delivery_id))
             .order_by_asc(attempt::Column::Attempt);
-        if let Some(after) = page.after_i64()? {
+        if let Some(after) = after {
             select = select.filter(attempt::Column::Attempt.gt(after));
         }
-        let rows = select.limit(page.size + 1).all(&self.db).await?;
+        let mut rows = select.limit(page.size + 1).all(&self.db).await?;
+        if rows.len() as u64 <= page.size {
+            let latest = latest_attempt::Entity::find_by_id(delivery_id)
+                .filter(latest_attempt::Column::TenantId.eq(tenant_id))
+                .one(&self.db)
+                .await?
+                .and_then(latest_attempt::Model::attempt)
+                .filter(|a| after.is_none_or(|after| i64::from(a.attempt) > after));
+            rows.extend(latest);
+        }
         Ok(page.finish(rows, |a| a.attempt.to_string()))
     }
 
@@ -859,9 +880,14 @@ async fn update_pending<C: ConnectionTrait>(
     Ok(applied)
 }
 
-/// Applies each record's decision to its delivery if that is still pending, and inserts
-/// the attempt of each delivery it updated, in one statement (PostgreSQL; in the caller's
-/// transaction, or its own). Returns the ids it updated; the others got nothing.
+/// Applies each record's decision to its delivery if that is still pending, in one
+/// statement (PostgreSQL; in the caller's transaction, or its own). Returns the ids it
+/// updated; the others got nothing.
+///
+/// The attempt goes onto the delivery's row (migration 9), in the update: a HOT update
+/// instead of an insert into `attempts` with its two indexes and reference trigger. The
+/// attempt the row kept before, read by the same lookup as the row's address, moves to
+/// `attempts`, so a delivery attempted once writes no `attempts` row at all.
 ///
 /// By primary key, then by address, as the claim (see `claim_for_attempts`), and for the
 /// same reason: the planner's own join read every pending delivery; and with a plan made
@@ -876,7 +902,7 @@ async fn record_applied_pg<C: ConnectionTrait>(
 ) -> Result<std::collections::HashSet<String>> {
     let sql = format!(
         "WITH v AS (
-             SELECT t.tid, v.*
+             SELECT t.*, v.*
              FROM UNNEST((SELECT $1::text[]), (SELECT $2::text[]), (SELECT $3::int[]),
                          (SELECT $4::bigint[]), (SELECT $5::bigint[]), (SELECT $6::int[]),
                          (SELECT $7::text[]), (SELECT $8::text[]), (SELECT $9::text[]),
@@ -886,7 +912,14 @@ async fn record_applied_pg<C: ConnectionTrait>(
                        last_response_code, last_error, attempt_id, tenant_id, endpoint_id,
                        duration_micros, succeeded, error_kind, error_message, response_body),
                   LATERAL (
-                      SELECT ctid AS tid, status AS current FROM deliveries WHERE id = v.id
+                      SELECT ctid AS tid, status AS current, last_attempt_id AS prev_id,
+                             attempts AS prev_number, last_attempt_at AS prev_at,
+                             last_duration_micros AS prev_duration,
+                             last_response_code AS prev_code, last_succeeded AS prev_succeeded,
+                             last_error_kind AS prev_error_kind,
+                             last_error_message AS prev_error_message,
+                             last_response_body AS prev_body
+                      FROM deliveries WHERE id = v.id
                       OFFSET 0
                   ) AS t
              WHERE t.current IN ({PENDING_SQL})
@@ -897,7 +930,11 @@ async fn record_applied_pg<C: ConnectionTrait>(
                  locked_until = NULL,
                  last_attempt_at = v.last_attempt_at,
                  last_response_code = NULLIF(v.last_response_code, 0),
-                 last_error = NULLIF(v.last_error, ''), updated_at = $16
+                 last_error = NULLIF(v.last_error, ''), updated_at = $16,
+                 last_attempt_id = v.attempt_id, last_duration_micros = v.duration_micros,
+                 last_succeeded = v.succeeded, last_error_kind = NULLIF(v.error_kind, ''),
+                 last_error_message = NULLIF(v.error_message, ''),
+                 last_response_body = NULLIF(v.response_body, '')
              FROM v WHERE d.ctid = v.tid
              RETURNING d.id
          ),
@@ -905,11 +942,12 @@ async fn record_applied_pg<C: ConnectionTrait>(
              INSERT INTO attempts (id, delivery_id, tenant_id, endpoint_id, attempt,
                  started_at, duration_micros, status_code, succeeded, error_kind,
                  error_message, response_body)
-             SELECT v.attempt_id, v.id, v.tenant_id, v.endpoint_id, v.attempts,
-                    v.last_attempt_at, v.duration_micros, NULLIF(v.last_response_code, 0),
-                    v.succeeded, NULLIF(v.error_kind, ''), NULLIF(v.error_message, ''),
-                    v.response_body
+             SELECT v.prev_id, v.id, v.tenant_id, v.endpoint_id, v.prev_number,
+                    COALESCE(v.prev_at, 0), COALESCE(v.prev_duration, 0), v.prev_code,
+                    COALESCE(v.prev_succeeded, false), v.prev_error_kind,
+                    v.prev_error_message, COALESCE(v.prev_body, '')
              FROM v JOIN u ON u.id = v.id
+             WHERE v.prev_id IS NOT NULL
          )
          SELECT v.id, u.id IS NOT NULL AS applied FROM v LEFT JOIN u ON u.id = v.id"
     );
@@ -955,6 +993,37 @@ async fn record_applied_pg<C: ConnectionTrait>(
         }
     }
     Ok(applied)
+}
+
+/// Moves the latest attempt that each of the deliveries `ids` keeps on its row
+/// (migration 9) to `attempts`, locking those rows, in one statement (PostgreSQL).
+async fn move_latest_attempts_pg<C: ConnectionTrait>(conn: &C, ids: &[&str]) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    const SQL: &str = "WITH o AS (
+            SELECT id, tenant_id, endpoint_id, attempts, last_attempt_id, last_attempt_at,
+                   last_duration_micros, last_response_code, last_succeeded, last_error_kind,
+                   last_error_message, last_response_body
+            FROM deliveries WHERE id = ANY($1::text[]) AND last_attempt_id IS NOT NULL
+            FOR UPDATE
+        ),
+        c AS (
+            UPDATE deliveries AS d SET last_attempt_id = NULL, last_duration_micros = NULL,
+                last_succeeded = NULL, last_error_kind = NULL, last_error_message = NULL,
+                last_response_body = NULL
+            FROM o WHERE d.id = o.id
+        )
+        INSERT INTO attempts (id, delivery_id, tenant_id, endpoint_id, attempt, started_at,
+            duration_micros, status_code, succeeded, error_kind, error_message, response_body)
+        SELECT last_attempt_id, id, tenant_id, endpoint_id, attempts,
+               COALESCE(last_attempt_at, 0), COALESCE(last_duration_micros, 0),
+               last_response_code, COALESCE(last_succeeded, false), last_error_kind,
+               last_error_message, COALESCE(last_response_body, '')
+        FROM o";
+    let values = vec![pg::texts(ids.iter().map(|&id| String::from(id)))];
+    conn.execute(pg::stmt(SQL, values)).await?;
+    Ok(())
 }
 
 /// The attempts in one statement of fixed text (see `store::pg`).

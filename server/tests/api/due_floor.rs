@@ -14,7 +14,7 @@ use herald::{
 };
 use sea_orm::ConnectionTrait;
 
-use crate::helpers::{clean_up_blocking, create_pg_database, store_tenant_with_endpoint};
+use crate::helpers::{fresh_store, store_tenant_with_endpoint};
 
 const SEC: i64 = 1_000_000;
 
@@ -206,34 +206,6 @@ async fn sweeps_take_every_overdue_delivery_once(store: &Store) {
         pending,
         "every pending delivery enqueued once"
     );
-}
-
-/// A migrated store on a database of its own, and what to drop or delete after.
-enum Fresh {
-    Postgres(String),
-    Sqlite { _dir: tempfile::TempDir },
-}
-
-async fn fresh_store(postgres: bool) -> (Store, Fresh) {
-    let (url, fresh) = if postgres {
-        let (name, url) = create_pg_database().await;
-        (url, Fresh::Postgres(name))
-    } else {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
-        (url, Fresh::Sqlite { _dir: dir })
-    };
-    let store = Store::connect(&url).await.expect("connect");
-    store.migrate().await.expect("migrate");
-    (store, fresh)
-}
-
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        if let Fresh::Postgres(name) = self {
-            clean_up_blocking(Some(std::mem::take(name)), None);
-        }
-    }
 }
 
 #[tokio::test]

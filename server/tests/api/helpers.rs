@@ -333,6 +333,34 @@ pub fn clean_up_blocking(pg_database: Option<String>, redis_prefix: Option<Strin
     .join();
 }
 
+/// A migrated store on a database of its own, and what to drop or delete after.
+pub enum Fresh {
+    Postgres(String),
+    Sqlite { _dir: tempfile::TempDir },
+}
+
+pub async fn fresh_store(postgres: bool) -> (herald::store::Store, Fresh) {
+    let (url, fresh) = if postgres {
+        let (name, url) = create_pg_database().await;
+        (url, Fresh::Postgres(name))
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
+        (url, Fresh::Sqlite { _dir: dir })
+    };
+    let store = herald::store::Store::connect(&url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, fresh)
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let Fresh::Postgres(name) = self {
+            clean_up_blocking(Some(std::mem::take(name)), None);
+        }
+    }
+}
+
 /// A tenant `tnt_{name}` with one endpoint at `url`, made through the store: the ids of
 /// both, for tests that write their own rows beside them.
 pub async fn store_tenant_with_endpoint(

@@ -5,6 +5,7 @@ mod helpers;
 mod receiver;
 mod references;
 
+mod attempt_log;
 mod claims;
 mod cluster;
 mod compose;
