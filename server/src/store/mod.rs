@@ -22,7 +22,7 @@ use std::{
 };
 
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, TransactionTrait};
 
 use self::attempt_copy::AttemptCopy;
 use crate::error::Result;
@@ -74,8 +74,21 @@ impl Store {
     }
 
     /// Applies pending migrations.
+    ///
+    /// On SQLite in one transaction, so on one connection: a pooled connection keeps the
+    /// schema it last read, and SQLite checks a `CREATE INDEX` against that copy before
+    /// looking for changes, so an index that one migration dropped on one connection and
+    /// a later one creates again on another was still there (migrations 4 and 8,
+    /// `deliveries_due`). And an upgrade that fails leaves the database as it was.
+    /// PostgreSQL runs each migration in a transaction of its own (sea-orm-migration).
     pub async fn migrate(&self) -> Result<()> {
-        Migrator::up(&self.db, None).await?;
+        if pg::is_postgres(&self.db) {
+            Migrator::up(&self.db, None).await?;
+            return Ok(());
+        }
+        let txn = self.db.begin().await?;
+        Migrator::up(&txn, None).await?;
+        txn.commit().await?;
         Ok(())
     }
 

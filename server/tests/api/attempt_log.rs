@@ -18,7 +18,7 @@ use herald::{
 };
 use sea_orm::ConnectionTrait;
 
-use crate::helpers::{fresh_store, store_tenant_with_endpoint};
+use crate::helpers::{fresh_store, insert_pending_delivery, store_tenant_with_endpoint};
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -89,21 +89,7 @@ async fn rows_in_attempts(store: &Store, delivery_id: &str) -> i64 {
 async fn every_attempt_listed_once_in_order(store: &Store, postgres: bool) {
     let (tenant, endpoint) =
         store_tenant_with_endpoint(store, "log", "http://127.0.0.1:9/hook").await;
-    let now = now_micros();
-    store
-        .db
-        .execute_unprepared(&format!(
-            "INSERT INTO events (seq, id, tenant_id, event_type, environment, occurred_at,
-                                 received_at, payload)
-             VALUES (1, 'evt_log', '{tenant}', 'license.created', '', {now}, {now}, '{{}}');
-             INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
-                                     idempotency_token, status, attempts, next_attempt_at,
-                                     created_at, updated_at)
-             VALUES ('dlv_log', '{tenant}', 'evt_log', '{endpoint}', 'license.created',
-                     'tok', 'DELIVERING', 0, {now}, {now}, {now})"
-        ))
-        .await
-        .expect("rows");
+    insert_pending_delivery(&store.db, (&tenant, &endpoint), "evt_log", "dlv_log").await;
 
     let d = current(store, &tenant, "dlv_log").await;
     assert!(matches!(

@@ -7,7 +7,9 @@ use std::time::Duration;
 use herald::{store::Store, time::now_micros};
 use sea_orm::{ConnectionTrait, Database, TransactionTrait};
 
-use crate::helpers::{create_pg_database, eventually, store_tenant_with_endpoint};
+use crate::helpers::{
+    create_pg_database, eventually, insert_pending_delivery, store_tenant_with_endpoint,
+};
 
 /// Claims `delivery` for one worker; whether it got it.
 async fn claim(store: &Store, delivery: &str, endpoint: &str) -> bool {
@@ -34,19 +36,7 @@ async fn concurrent_claims_of_one_delivery_give_it_to_one_worker() {
     let (tenant, endpoint) =
         store_tenant_with_endpoint(&store, "claims", "http://127.0.0.1:9/hook").await;
     let sql = Database::connect(&url).await.expect("connect");
-    let now = now_micros();
-    sql.execute_unprepared(&format!(
-        "INSERT INTO events (seq, id, tenant_id, event_type, environment, occurred_at,
-                             received_at, payload)
-         VALUES (1, 'evt_claims', '{tenant}', 'license.created', '', {now}, {now}, '{{}}');
-         INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
-                                 idempotency_token, status, attempts, next_attempt_at,
-                                 created_at, updated_at)
-         VALUES ('dlv_claims', '{tenant}', 'evt_claims', '{endpoint}', 'license.created',
-                 'tok', 'DELIVERING', 0, {now}, {now}, {now})"
-    ))
-    .await
-    .expect("rows");
+    insert_pending_delivery(&sql, (&tenant, &endpoint), "evt_claims", "dlv_claims").await;
 
     // Another transaction holds the row (as a recorder or a claim would) while both
     // workers read it as claimable and then wait for it: when it commits, both find a

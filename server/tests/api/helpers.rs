@@ -379,6 +379,29 @@ pub async fn store_tenant_with_endpoint(
     (tenant.id, endpoint.id)
 }
 
+/// Writes an event `event_id` of `tenant` and one delivery of it, `delivery_id`, to
+/// `endpoint`: never attempted, due now, as a publish leaves it.
+pub async fn insert_pending_delivery(
+    db: &impl ConnectionTrait,
+    (tenant, endpoint): (&str, &str),
+    event_id: &str,
+    delivery_id: &str,
+) {
+    let now = herald::time::now_micros();
+    db.execute_unprepared(&format!(
+        "INSERT INTO events (seq, id, tenant_id, event_type, environment, occurred_at,
+                             received_at, payload)
+         VALUES (1, '{event_id}', '{tenant}', 'license.created', '', {now}, {now}, '{{}}');
+         INSERT INTO deliveries (id, tenant_id, event_id, endpoint_id, event_type,
+                                 idempotency_token, status, attempts, next_attempt_at,
+                                 created_at, updated_at)
+         VALUES ('{delivery_id}', '{tenant}', '{event_id}', '{endpoint}', 'license.created',
+                 'tok', 'DELIVERING', 0, {now}, {now}, {now})"
+    ))
+    .await
+    .expect("an event and its delivery");
+}
+
 /// An enabled Keygen-format endpoint at `url` taking `filters`, for tests that create one
 /// through the store rather than the API.
 pub fn store_endpoint(url: &str, filters: &[&str]) -> herald::store::endpoints::EndpointFields {

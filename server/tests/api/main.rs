@@ -2,6 +2,7 @@
 //! SQLite and PostgreSQL. One test binary (see `helpers` for `spawn_app`).
 
 mod helpers;
+mod migrate;
 mod receiver;
 mod references;
 
