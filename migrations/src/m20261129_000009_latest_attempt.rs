@@ -3,12 +3,11 @@
 //! Recording an attempt updated the delivery's row and inserted an `attempts` row: a
 //! heap tuple, two index entries and the reference trigger's checks. Most deliveries
 //! are attempted once. Now the record writes the attempt into these columns of the
-//! delivery's row,
-//! in the update it made anyway (a HOT update since migration 8), and the attempt that
-//! was there before moves to `attempts` in the same statement. So `attempts` holds every
-//! attempt but the latest of each delivery whose `last_attempt_id` is set, and
-//! `last_attempt_at`, `last_response_code` and `attempts` (its number) complete it. The
-//! attempt log (`Store::list_attempts`) reads both.
+//! delivery's row, in the update it made anyway (a HOT update since migration 8), and
+//! the attempt that was there before moves to `attempts` in the same statement. So
+//! `attempts` holds every attempt but the latest of each delivery whose
+//! `last_attempt_id` is set, and `last_attempt_at`, `last_response_code` and `attempts`
+//! (its number) complete it. The attempt log (`Store::list_attempts`) reads both.
 //!
 //! SQLite leaves these columns empty and logs every attempt in `attempts`, as before:
 //! it has no HOT updates, and the insert costs it little.

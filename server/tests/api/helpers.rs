@@ -333,6 +333,11 @@ pub fn clean_up_blocking(pg_database: Option<String>, redis_prefix: Option<Strin
     .join();
 }
 
+/// A SQLite database file of its own in `dir`, created on first connect.
+pub fn sqlite_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}/herald.db?mode=rwc", dir.path().display())
+}
+
 /// A migrated store on a database of its own, and what to drop or delete after.
 pub enum Fresh {
     Postgres(String),
@@ -345,8 +350,7 @@ pub async fn fresh_store(postgres: bool) -> (herald::store::Store, Fresh) {
         (url, Fresh::Postgres(name))
     } else {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/herald.db?mode=rwc", dir.path().display());
-        (url, Fresh::Sqlite { _dir: dir })
+        (sqlite_url(&dir), Fresh::Sqlite { _dir: dir })
     };
     let store = herald::store::Store::connect(&url).await.expect("connect");
     store.migrate().await.expect("migrate");

@@ -10,9 +10,7 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use herald::store::Store;
 
-fn sqlite_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}/herald.db?mode=rwc", dir.path().display())
-}
+use crate::helpers::sqlite_url;
 
 async fn tables(store: &Store) -> Vec<String> {
     let rows = store

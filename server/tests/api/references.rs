@@ -113,18 +113,15 @@ async fn deletes_take_their_rows_along(backend: Backend) {
         ))
         .await
         .expect("delete endpoint");
-    let deliveries = |filter: &str| format!("SELECT count(*) FROM deliveries WHERE {filter}");
-    for (what, count_where) in [
-        ("deliveries", &deliveries as &dyn Fn(&str) -> String),
-        ("attempts", &logged_attempts),
+    for (endpoint, left, whose) in [
+        (&first, 0, "the deleted endpoint"),
+        (&second, 2, "its sibling"),
     ] {
-        let of = |endpoint: &str| count_where(&format!("endpoint_id = '{endpoint}'"));
-        assert_eq!(
-            count(&db, &of(&first)).await,
-            0,
-            "{what} of the deleted endpoint"
-        );
-        assert_eq!(count(&db, &of(&second)).await, 2, "{what} of its sibling");
+        let filter = format!("endpoint_id = '{endpoint}'");
+        let sql = format!("SELECT count(*) FROM deliveries WHERE {filter}");
+        assert_eq!(count(&db, &sql).await, left, "deliveries of {whose}");
+        let sql = logged_attempts(&filter);
+        assert_eq!(count(&db, &sql).await, left, "attempts of {whose}");
     }
 
     // An event (as retention deletes them) takes its delivery and that one's attempt.
@@ -326,9 +323,6 @@ async fn a_delete_and_an_insert_of_its_child_do_not_race() {
     }
 }
 
-/// The collation of each key column (`None`: the database's default), by table and
-/// column: every column named `id`, `*_id` or `name` of `sequences`, and the looked-up
-/// keys.
 /// Counts the logged attempts that match `filter`: those in `attempts` and the latest
 /// attempts that PostgreSQL keeps on their delivery's row (migration 9).
 fn logged_attempts(filter: &str) -> String {
@@ -338,6 +332,9 @@ fn logged_attempts(filter: &str) -> String {
     )
 }
 
+/// The collation of each key column (`None`: the database's default), by table and
+/// column: every column named `id`, `*_id` or `name` of `sequences`, and the looked-up
+/// keys.
 async fn key_collations(db: &DatabaseConnection) -> Vec<(String, Option<String>)> {
     let rows = db
         .query_all(sea_orm::Statement::from_string(
